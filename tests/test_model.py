@@ -1,0 +1,112 @@
+"""LinkNet: the paper's architecture, any input size, clear errors, sigmoid head."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from retina_lib import LinkNet, count_parameters, probabilities
+from retina_lib.model import BasicBlock, DecoderBlock
+
+PAPER_PARAMETERS = 11_533_000
+
+
+@pytest.fixture(scope="module")
+def net() -> LinkNet:
+    torch.manual_seed(0)
+    return LinkNet().eval()
+
+
+def test_parameter_count_matches_the_paper(net):
+    assert abs(count_parameters(net) - PAPER_PARAMETERS) / PAPER_PARAMETERS < 0.005
+
+
+def test_encoder_is_resnet18_body_and_decoder_is_linknet(net):
+    # Four stages of two BasicBlocks, 64-128-256-512 channels, first one unstrided.
+    for stage, channels in zip([net.encoder1, net.encoder2, net.encoder3, net.encoder4], [64, 128, 256, 512]):
+        assert len(stage) == 2 and all(isinstance(block, BasicBlock) for block in stage)
+        assert stage[1].conv2.out_channels == channels
+    assert net.encoder1[0].conv1.stride == (1, 1)
+    assert all(stage[0].conv1.stride == (2, 2) for stage in [net.encoder2, net.encoder3, net.encoder4])
+    # Decoder blocks m -> m/4 -> m/4 -> n; the last one keeps the resolution.
+    for block, (m, n) in zip([net.decoder4, net.decoder3, net.decoder2, net.decoder1],
+                             [(512, 256), (256, 128), (128, 64), (64, 64)]):
+        assert isinstance(block, DecoderBlock)
+        assert block.reduce.conv.in_channels == m and block.reduce.conv.out_channels == m // 4
+        assert block.expand.conv.out_channels == n
+    assert net.decoder1.upsample.deconv.stride == (1, 1)
+    assert net.decoder4.upsample.deconv.stride == (2, 2)
+    assert isinstance(net.classifier, nn.ConvTranspose2d) and net.classifier.kernel_size == (2, 2)
+
+
+def test_skips_are_additions_not_concatenations(net):
+    # With concatenation the decoder inputs would be wider than the encoder outputs.
+    assert net.decoder3.reduce.conv.in_channels == net.encoder3[1].conv2.out_channels
+    assert net.decoder2.reduce.conv.in_channels == net.encoder2[1].conv2.out_channels
+
+
+@pytest.mark.parametrize("height, width", [(512, 512), (584, 565), (960, 999), (32, 32), (33, 47)])
+def test_output_has_the_input_size(net, height, width):
+    with torch.no_grad():
+        logits = net(torch.rand(1, 3, height, width))
+    assert logits.shape == (1, 1, height, width)
+    assert torch.isfinite(logits).all()
+
+
+def test_padding_does_not_leak_into_the_crop(net):
+    # The same image padded by the caller or by the model gives the same logits.
+    image = torch.rand(1, 3, 70, 90)
+    with torch.no_grad():
+        inside = net(image)
+        padded = net(torch.nn.functional.pad(image, (0, 6, 0, 26)))[:, :, :70, :90]
+    torch.testing.assert_close(inside, padded)
+
+
+def test_configurable_channels_and_classes():
+    net = LinkNet(in_channels=1, num_classes=3).eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 1, 64, 96))
+    assert out.shape == (2, 3, 64, 96)
+    prob = probabilities(out)
+    torch.testing.assert_close(prob.sum(dim=1), torch.ones(2, 64, 96))
+
+
+@pytest.mark.parametrize(
+    "shape, words",
+    [((3, 64, 64), "4-D"), ((1, 1, 64, 64), "3 input channels"), ((1, 3, 31, 64), "at least 32")],
+)
+def test_wrong_input_raises_a_clear_error(net, shape, words):
+    with pytest.raises(ValueError, match=words):
+        net(torch.rand(*shape))
+
+
+def test_one_class_uses_a_sigmoid_never_a_softmax():
+    logits = torch.tensor([[[[-3.0, 0.0], [2.0, 5.0]]]])
+    torch.testing.assert_close(probabilities(logits), torch.sigmoid(logits))
+    # The pitfall: softmax over one channel is 1 everywhere, whatever the logits.
+    assert torch.equal(torch.softmax(logits, dim=1), torch.ones_like(logits))
+
+
+def test_gradients_reach_the_first_layer():
+    net = LinkNet().train()
+    loss = net(torch.rand(2, 3, 64, 64)).sigmoid().mean()
+    loss.backward()
+    assert net.initial.conv.weight.grad.abs().sum() > 0
+
+
+def test_state_dict_keys_are_readable_and_round_trip(net):
+    keys = list(net.state_dict())
+    assert keys[0] == "initial.conv.weight"
+    assert "decoder4.reduce.conv.weight" in keys and "classifier.weight" in keys
+    fresh = LinkNet()
+    fresh.load_state_dict(net.state_dict())
+    for name, tensor in fresh.state_dict().items():
+        assert torch.equal(tensor, net.state_dict()[name])
+
+
+def test_readme_seed_snippet_runs(capsys):
+    net = LinkNet()
+    for k in net.state_dict():
+        print(k, net.state_dict()[k].size())
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == len(net.state_dict()) and printed[0].startswith("initial.conv.weight torch.Size([64, 3, 7, 7])")
