@@ -1,0 +1,134 @@
+"""Decode the image and mask files that real retinal datasets actually ship.
+
+Public datasets were made over two decades with different tools, so one
+loader meets JPEG and TIFF photographs, gzipped PPM files (STARE), 1-bit PNG
+labels (CHASE_DB1), palette GIFs whose pixels are palette *indices* 0 and 1
+(DRIVE's second observer), greyscale labels with values 0 and 255, and RGB
+TIFF masks whose three channels are identical (HRF). Extensions come in mixed
+case (HRF has both ``.jpg`` and ``.JPG``).
+
+Everything here goes through Pillow, and every failure becomes a
+:class:`DatasetError` that names the file, so a broken download is reported
+where it is found instead of as a shape error deep inside PyTorch.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Extensions (lower case, without ``.gz``) that the loaders accept as images or masks.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".bmp")
+
+
+class DatasetError(ValueError):
+    """A dataset file or folder is missing, unreadable or inconsistent.
+
+    The message always names the path involved and what was expected there.
+    """
+
+
+def split_extension(path: Path | str) -> tuple[str, str]:
+    """Split a file name into (stem, lower-case extension), treating ``.ppm.gz`` as one extension.
+
+    >>> split_extension("im0001.ah.ppm.gz")
+    ('im0001.ah', '.ppm.gz')
+    >>> split_extension("01_dr.JPG")
+    ('01_dr', '.jpg')
+    """
+    name = Path(path).name
+    gzipped = name.lower().endswith(".gz")
+    if gzipped:
+        name = name[: -len(".gz")]
+    suffix = Path(name).suffix
+    stem = name[: len(name) - len(suffix)]
+    return stem, suffix.lower() + (".gz" if gzipped else "")
+
+
+def is_image_file(path: Path) -> bool:
+    """True for files with one of :data:`IMAGE_EXTENSIONS`, in any case, gzipped or not."""
+    extension = split_extension(path)[1].removesuffix(".gz")
+    return path.is_file() and not path.name.startswith(".") and extension in IMAGE_EXTENSIONS
+
+
+def _open(path: Path) -> Image.Image:
+    """Open and fully decode ``path`` with Pillow, unzipping ``.gz`` files first.
+
+    ``Image.open`` only reads the header; calling ``load()`` here makes a
+    truncated or corrupt file fail now, with its name, instead of later.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found")
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as stream:
+                data = io.BytesIO(stream.read())
+            picture = Image.open(data)
+        else:
+            picture = Image.open(path)
+        picture.load()
+    except (OSError, EOFError, SyntaxError, ValueError) as error:
+        raise DatasetError(f"{path}: cannot decode as an image ({error})") from error
+    return picture
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """Read a photograph as an H x W x 3 float32 RGB array with values in [0, 1].
+
+    8-bit files are divided by 255 and 16-bit greyscale files by 65535.
+    Greyscale photographs are repeated into three channels and an alpha
+    channel is dropped, so every model sees the same input layout.
+    """
+    picture = _open(Path(path))
+    if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
+        grey = np.asarray(picture, dtype=np.float32) / 65535.0
+        return np.repeat(grey[:, :, None], 3, axis=2).clip(0.0, 1.0)
+    if picture.mode not in ("RGB", "RGBA", "L", "LA", "P", "1", "CMYK", "YCbCr"):
+        raise DatasetError(f"{path}: unsupported image mode {picture.mode!r}; expected an 8-bit RGB or greyscale image")
+    rgb = np.asarray(picture.convert("RGB"), dtype=np.float32)
+    return rgb / 255.0
+
+
+def read_mask(path: Path | str) -> np.ndarray:
+    """Read a binary mask (vessel label or field of view) as an H x W bool array.
+
+    A pixel is True where the *decoded value* is above zero. For palette
+    images the decoded values are palette indices, so DRIVE's GIFs with
+    indices {0, 1} work even though index 1 may be drawn in any colour;
+    testing ``== 255`` would silently give an empty label there.
+
+    That reading assumes palette index 0 is black (the background). It is
+    not always: Pillow, for one, saves an all-white mask as a GIF whose only
+    index 0 is white. Such a palette raises :class:`DatasetError` instead of
+    being read as an empty mask.
+
+    Masks stored as RGB (HRF's field-of-view TIFFs) must have three identical
+    channels; anything else is probably a photograph passed by mistake and
+    raises :class:`DatasetError`. An alpha channel is ignored.
+    """
+    path = Path(path)
+    picture = _open(path)
+    if picture.mode in ("P", "PA") and picture.getpalette("RGB")[:3] != [0, 0, 0]:
+        colour = tuple(picture.getpalette("RGB")[:3])
+        raise DatasetError(
+            f"{path}: palette mask whose index 0 is the colour {colour}, not black, so its indices cannot "
+            "be read as background (0) and foreground (> 0); save the mask as greyscale (0 and 255) instead"
+        )
+    values = np.asarray(picture)
+    if picture.mode in ("LA", "PA", "RGBA"):
+        values = values[..., :-1]  # drop the alpha channel
+    if values.ndim == 3:
+        channels = values.shape[2]
+        if channels > 1 and not all(np.array_equal(values[..., 0], values[..., c]) for c in range(1, channels)):
+            raise DatasetError(
+                f"{path}: a mask must be single-channel or have identical colour channels, "
+                f"but this {picture.mode} image has different channels (is it a photograph?)"
+            )
+        values = values[..., 0]
+    if values.ndim != 2:
+        raise DatasetError(f"{path}: expected a 2-D mask, decoded an array of shape {values.shape}")
+    return values > 0

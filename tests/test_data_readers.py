@@ -1,0 +1,207 @@
+"""The readers survive the file formats real datasets ship (all files are written here, in tmp_path)."""
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from retina_lib.data import DatasetError, read_image, read_mask
+from retina_lib.data.readers import split_extension
+
+
+def vessel_pattern(height: int = 12, width: int = 10) -> np.ndarray:
+    """A small bool pattern with vessels and background, not symmetric."""
+    pattern = np.zeros((height, width), dtype=bool)
+    pattern[2, 1:8] = True
+    pattern[3:11, 6] = True
+    return pattern
+
+
+def colour_image(height: int = 12, width: int = 10) -> np.ndarray:
+    """A smooth uint8 RGB image whose three channels differ."""
+    rows, cols = np.mgrid[:height, :width]
+    red = 200 * rows // height
+    green = 220 * cols // width
+    blue = 100 * (rows + cols) // (height + width)
+    return np.stack([red, green, blue], axis=2).astype(np.uint8)
+
+
+# --- labels and masks --------------------------------------------------------------------
+
+
+def test_one_bit_png_label(tmp_path: Path) -> None:
+    """CHASE_DB1 labels are 1-bit PNGs."""
+    path = tmp_path / "Image_01L_1stHO.png"
+    Image.fromarray(vessel_pattern()).convert("1").save(path)
+    assert Image.open(path).mode == "1"
+    mask = read_mask(path)
+    assert mask.dtype == bool and mask.shape == (12, 10)
+    np.testing.assert_array_equal(mask, vessel_pattern())
+
+
+def test_palette_gif_with_indices_0_and_1(tmp_path: Path) -> None:
+    """DRIVE's 2nd_manual GIFs store palette indices {0, 1}: binarising with == 255 would give nothing."""
+    path = tmp_path / "01_manual2.gif"
+    picture = Image.fromarray(vessel_pattern().astype(np.uint8), mode="P")
+    picture.putpalette([0, 0, 0, 255, 255, 255] + [0, 0, 0] * 254)
+    picture.save(path)
+    raw = np.asarray(Image.open(path))
+    assert set(np.unique(raw)) == {0, 1}, "precondition: the file holds indices 0 and 1"
+    mask = read_mask(path)
+    assert mask.sum() == vessel_pattern().sum() > 0
+    np.testing.assert_array_equal(mask, vessel_pattern())
+
+
+def test_palette_whose_index_0_is_not_black_is_refused(tmp_path: Path) -> None:
+    """Pillow writes an all-white mask as a GIF with index 0 = white: reading indices would give nothing."""
+    path = tmp_path / "all_white.gif"
+    Image.fromarray(np.full((12, 10), 255, dtype=np.uint8)).save(path)
+    with pytest.raises(DatasetError, match="all_white.gif.*index 0"):
+        read_mask(path)
+
+
+def test_greyscale_png_0_255(tmp_path: Path) -> None:
+    path = tmp_path / "label.png"
+    Image.fromarray(vessel_pattern().astype(np.uint8) * 255).save(path)
+    np.testing.assert_array_equal(read_mask(path), vessel_pattern())
+
+
+def test_greyscale_gif_mask(tmp_path: Path) -> None:
+    """DRIVE FOV masks are GIFs."""
+    path = tmp_path / "21_training_mask.gif"
+    Image.fromarray(vessel_pattern().astype(np.uint8) * 255).save(path)
+    np.testing.assert_array_equal(read_mask(path), vessel_pattern())
+
+
+def test_rgb_tiff_mask_with_identical_channels_becomes_2d(tmp_path: Path) -> None:
+    """HRF FOV masks are RGB TIFFs with three identical channels."""
+    path = tmp_path / "01_h_mask.tif"
+    tifffile.imwrite(path, np.repeat(vessel_pattern()[:, :, None].astype(np.uint8) * 255, 3, axis=2),
+                     photometric="rgb")
+    mask = read_mask(path)
+    assert mask.shape == (12, 10) and mask.dtype == bool
+    np.testing.assert_array_equal(mask, vessel_pattern())
+
+
+def test_rgb_mask_with_different_channels_is_refused(tmp_path: Path) -> None:
+    """A photograph passed as a mask must not be binarised silently."""
+    path = tmp_path / "photo_as_mask.png"
+    Image.fromarray(colour_image()).save(path)
+    with pytest.raises(DatasetError, match="photo_as_mask.png.*different channels"):
+        read_mask(path)
+
+
+def test_mask_with_alpha_channel_ignores_alpha(tmp_path: Path) -> None:
+    path = tmp_path / "mask_la.png"
+    grey = vessel_pattern().astype(np.uint8) * 255
+    Image.fromarray(np.stack([grey, np.full_like(grey, 255)], axis=2), mode="LA").save(path)
+    np.testing.assert_array_equal(read_mask(path), vessel_pattern())
+
+
+def ppm_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PPM")
+    return buffer.getvalue()
+
+
+def test_gzipped_ppm_label(tmp_path: Path) -> None:
+    """STARE labels: im0001.ah.ppm.gz."""
+    path = tmp_path / "im0001.ah.ppm.gz"
+    path.write_bytes(gzip.compress(ppm_bytes(vessel_pattern().astype(np.uint8) * 255)))
+    np.testing.assert_array_equal(read_mask(path), vessel_pattern())
+
+
+# --- photographs -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("filename", ["im0001.ppm.gz", "im0001.ppm"])
+def test_ppm_image_gzipped_or_plain(tmp_path: Path, filename: str) -> None:
+    """STARE images come as .ppm.gz, or as .ppm once someone gunzipped them."""
+    data = ppm_bytes(colour_image())
+    path = tmp_path / filename
+    path.write_bytes(gzip.compress(data) if filename.endswith(".gz") else data)
+    image = read_image(path)
+    assert image.dtype == np.float32 and image.shape == (12, 10, 3)
+    np.testing.assert_allclose(image, colour_image() / 255.0, atol=1e-6)
+
+
+def test_tiff_image(tmp_path: Path) -> None:
+    """DRIVE images are RGB TIFFs."""
+    path = tmp_path / "21_training.tif"
+    Image.fromarray(colour_image()).save(path)
+    image = read_image(path)
+    assert image.dtype == np.float32 and image.shape == (12, 10, 3)
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    np.testing.assert_allclose(image, colour_image() / 255.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("filename", ["01_dr.JPG", "01_g.jpg"])
+def test_jpeg_any_extension_case(tmp_path: Path, filename: str) -> None:
+    """HRF mixes .JPG and .jpg."""
+    path = tmp_path / filename
+    Image.fromarray(colour_image(32, 40)).save(path, format="JPEG", quality=95)
+    image = read_image(path)
+    assert image.shape == (32, 40, 3) and image.dtype == np.float32
+    assert np.abs(image - colour_image(32, 40) / 255.0).mean() < 0.05  # JPEG is lossy
+
+
+def test_greyscale_image_becomes_three_channels(tmp_path: Path) -> None:
+    path = tmp_path / "grey.png"
+    grey = colour_image()[:, :, 0]
+    Image.fromarray(grey).save(path)
+    image = read_image(path)
+    assert image.shape == (12, 10, 3)
+    for channel in range(3):
+        np.testing.assert_allclose(image[:, :, channel], grey / 255.0, atol=1e-6)
+
+
+def test_sixteen_bit_image_scaled_to_unit_range(tmp_path: Path) -> None:
+    path = tmp_path / "grey16.png"
+    values = (np.arange(120, dtype=np.uint16).reshape(12, 10) * 500)
+    Image.fromarray(values).save(path)
+    image = read_image(path)
+    assert image.dtype == np.float32 and image.max() <= 1.0
+    np.testing.assert_allclose(image[:, :, 1], values / 65535.0, atol=1e-6)
+
+
+# --- broken files ------------------------------------------------------------------------
+
+
+def test_missing_file_names_path(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="nothing.png.*not found"):
+        read_image(tmp_path / "nothing.png")
+
+
+def test_not_an_image_names_path(tmp_path: Path) -> None:
+    path = tmp_path / "notes.png"
+    path.write_text("this is not a picture")
+    with pytest.raises(DatasetError, match="notes.png.*cannot decode"):
+        read_image(path)
+
+
+def test_truncated_jpeg_names_path(tmp_path: Path) -> None:
+    """Image.open only reads the header; a cut-off file must fail while reading, with its name."""
+    whole = io.BytesIO()
+    Image.fromarray(colour_image(64, 64)).save(whole, format="JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+    with pytest.raises(DatasetError, match="cut.jpg"):
+        read_image(path)
+
+
+def test_corrupt_gzip_names_path(tmp_path: Path) -> None:
+    path = tmp_path / "im0001.ppm.gz"
+    path.write_bytes(gzip.compress(ppm_bytes(colour_image()))[:-20])
+    with pytest.raises(DatasetError, match="im0001.ppm.gz"):
+        read_image(path)
+
+
+def test_split_extension_handles_gzip_and_case() -> None:
+    assert split_extension("im0001.ah.ppm.gz") == ("im0001.ah", ".ppm.gz")
+    assert split_extension("01_dr.JPG") == ("01_dr", ".jpg")
+    assert split_extension(Path("a/b/Image_01L_1stHO.png")) == ("Image_01L_1stHO", ".png")
