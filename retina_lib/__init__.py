@@ -12,3 +12,7 @@ from .losses import BCEDiceLoss, DiceLoss, IoU
 from .model import LinkNet, count_parameters, probabilities
 
 __version__ = "0.1.0"
+from .engine import Evaluate, Train
+from .training import TrainConfig, fit, load_weights
+from .inference import predict
+from .evaluation import evaluate

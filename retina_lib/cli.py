@@ -1,0 +1,252 @@
+"""The command line: ``python -m retina_lib {train,evaluate,predict,download} ...``.
+
+Only argument parsing lives here; every step is a library function that the
+notebooks call too. Examples::
+
+    python -m retina_lib download chase_db1
+    python -m retina_lib train --dataset chase_db1 --out runs/chase
+    torchrun --nproc_per_node 2 -m retina_lib train --dataset chase_db1 --out runs/chase2   # two GPUs
+    python -m retina_lib evaluate --dataset chase_db1 --weights runs/chase/linknet.pth --json results.json
+    python -m retina_lib predict photo.jpg --weights runs/chase/linknet.pth --out predictions/
+
+Expected failures (a missing file, weights of another network, an unknown
+dataset, an unreadable image) print one line ``error: ...`` and exit with
+status 2; ``--debug`` shows the full traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from PIL import Image
+
+from .data import DATASET_NAMES, DownloadError, download, load_dataset
+from .data.readers import read_image, split_extension
+from .device import pick_device
+from .engine import AMP_CHOICES, OPTIMISE_CHOICES, NonFiniteLossError
+from .evaluation import evaluate, format_table
+from .inference import predict
+from .recipes import RECIPES, recipe, train_recipe
+from .training import (
+    BEST_WEIGHTS_FILE,
+    TrainConfig,
+    load_weights,
+    process_rank_and_count,
+    start_distributed,
+    stop_distributed,
+)
+
+#: Exit status for expected errors (the status argparse uses for bad arguments).
+ERROR_STATUS = 2
+#: ``--resident`` choices, as fit's ``resident`` values.
+RESIDENT_OPTIONS = {"auto": "auto", "on": True, "off": False}
+
+#: Exit status after Ctrl+C, by shell convention (128 + SIGINT).
+INTERRUPTED_STATUS = 130
+
+#: Errors caused by the input or the environment, not by a bug: reported in one
+#: line. ValueError covers DatasetError, WeightsError and ResumeError; OSError
+#: covers missing files and an existing run folder.
+EXPECTED_ERRORS = (ValueError, OSError, NonFiniteLossError, DownloadError)
+
+
+# --------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------
+
+def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Options for ``load_dataset``: only the synthetic dataset takes any."""
+    options = {"n": args.synthetic_n, "size": args.synthetic_size}
+    given = {key: value for key, value in options.items() if value is not None}
+    if given and args.dataset != "synthetic":
+        raise ValueError(f"--synthetic-n and --synthetic-size only apply to --dataset synthetic, not {args.dataset!r}")
+    return given
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The preset's recipe with the settings given on the command line replaced."""
+    changes = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimise": args.loss,
+               "samples_per_epoch": args.samples_per_epoch, "val_count": args.val_count, "seed": args.seed}
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if args.schedule is not None:
+        changes["schedule"] = None if args.schedule == "constant" else args.schedule
+    if args.crop is not None:
+        changes.update(mode="crop", size=args.crop)
+    elif args.resize is not None:
+        changes.update(mode="resize", size=args.resize)
+    return recipe(args.preset, **changes)
+
+
+def command_train(args: argparse.Namespace) -> None:
+    config = train_config(args)
+    out_dir = args.out if args.out is not None else Path("runs") / args.dataset
+    device = start_distributed(args.device)  # launched by torchrun: join the other processes
+    try:
+        _, history = train_recipe(
+            config, args.dataset, root=args.data_dir, out_dir=out_dir, dataset_options=dataset_options(args),
+            device=device, amp=args.amp, resident=RESIDENT_OPTIONS[args.resident], resume=args.resume,
+            num_workers=args.num_workers,
+        )
+        rank, _ = process_rank_and_count()
+    finally:
+        stop_distributed()
+    if rank != 0:
+        return  # the first process reports for all
+    if "val_dice" in history:
+        best = int(np.argmax(history["val_dice"]))
+        print(f"best epoch {best + 1} of {len(history['val_dice'])}: validation Dice {history['val_dice'][best]:.4f}")
+    else:
+        print("no validation images (--val-count 0): kept the last epoch")
+    print(f"weights: {out_dir / BEST_WEIGHTS_FILE}")
+
+
+def command_evaluate(args: argparse.Namespace) -> None:
+    model = load_weights(args.weights).to(pick_device(args.device))
+    options = dataset_options(args)
+    test_samples = load_dataset(args.dataset, split=args.split, root=args.data_dir, **options)
+    train_samples = (load_dataset(args.dataset, split="train", root=args.data_dir, **options)
+                     if args.threshold is None else None)
+    results = evaluate(model, test_samples, train_samples=train_samples, threshold=args.threshold, tta=args.tta)
+    print(f"{args.dataset}, {args.split} split:")
+    print(format_table(results))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2, default=float))
+        print(f"results: {args.json}")
+
+
+def save_prediction(probability: np.ndarray, threshold: float, out_dir: Path, name: str) -> tuple[Path, Path]:
+    """Write ``NAME_prob.png`` (probability x 255, 8-bit) and ``NAME_mask.png`` (probability >= threshold)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    probability_path, mask_path = out_dir / f"{name}_prob.png", out_dir / f"{name}_mask.png"
+    Image.fromarray(np.round(probability * 255).astype(np.uint8)).save(probability_path)
+    Image.fromarray((probability >= threshold).astype(np.uint8) * 255).save(mask_path)
+    return probability_path, mask_path
+
+
+def command_predict(args: argparse.Namespace) -> None:
+    if not 0.0 <= args.threshold <= 1.0:
+        raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    model = load_weights(args.weights).to(pick_device(args.device))
+    for image_path in args.images:
+        probability = predict(model, read_image(image_path), tta=args.tta)
+        name, _ = split_extension(image_path)
+        written = save_prediction(probability, args.threshold, args.out or image_path.parent, name)
+        print(f"{image_path} -> {written[0]}, {written[1]}")
+
+
+def command_download(args: argparse.Namespace) -> None:
+    print(download(args.name, root=args.data_dir))
+
+
+# --------------------------------------------------------------------------
+# Arguments
+# --------------------------------------------------------------------------
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, metavar="NAME", help=f"one of {', '.join(DATASET_NAMES)}")
+    parser.add_argument("--data-dir", type=Path, metavar="DIR", help="where the datasets are (default: the library's)")
+    parser.add_argument("--synthetic-n", type=int, metavar="N", help="number of synthetic images")
+    parser.add_argument("--synthetic-size", type=int, metavar="PX", help="side of the synthetic images")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="python -m retina_lib", description="Retinal vessel segmentation with LinkNet.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of errors")
+    # The same flag after the command; SUPPRESS keeps it from resetting one given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of errors")
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1 or mps")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", parents=[common, device], help="train LinkNet on a dataset's training split",
+        description="Train LinkNet. The last --val-count images of the TRAIN split are held out for "
+                    "validation (choosing the best epoch); the test split is never used. Writes "
+                    "linknet.pth (best weights), checkpoint.pth, history.json and curves.png into --out.",
+    )
+    add_dataset_arguments(train)
+    train.add_argument("--preset", choices=list(RECIPES), default="original",
+                       help="the recipe to start from (default: %(default)s, the original course material's: "
+                            "512x512 resize, Dice + IoU, Adam 1e-4, batch 4, 100 epochs); the options below "
+                            "change single settings of it")
+    train.add_argument("--epochs", type=int, help=f"passes over the data (original: {defaults.epochs})")
+    train.add_argument("--batch-size", type=int, help=f"images per step (original: {defaults.batch_size})")
+    train.add_argument("--lr", type=float, help=f"Adam's learning rate (original: {defaults.lr})")
+    train.add_argument("--loss", choices=OPTIMISE_CHOICES, help=f"what to minimise (original: {defaults.optimise})")
+    train.add_argument("--schedule", choices=["cosine", "constant"], help="learning-rate schedule (original: constant)")
+    size = train.add_mutually_exclusive_group()
+    size.add_argument("--resize", type=int, metavar="PX",
+                      help=f"train on whole images resized to PX x PX (original: {defaults.size})")
+    size.add_argument("--crop", type=int, metavar="PX", help="train on random PX x PX crops at native resolution")
+    train.add_argument("--samples-per-epoch", type=int, metavar="N",
+                       help="images per epoch (original: one per training image)")
+    train.add_argument("--val-count", type=int, metavar="N",
+                       help=f"training images held out for validation, 0 for none (original: {defaults.val_count})")
+    train.add_argument("--seed", type=int, help=f"seed (original: {defaults.seed})")
+    train.add_argument("--amp", choices=AMP_CHOICES, default="auto", help="mixed precision (default: %(default)s)")
+    train.add_argument("--num-workers", type=int, default=0, metavar="N", help="data-loading processes (default: 0)")
+    train.add_argument("--resident", choices=list(RESIDENT_OPTIONS), default="auto",
+                       help="keep the training images on the device and augment them there "
+                            "(default: %(default)s, which means on CUDA GPUs)")
+    train.add_argument("--out", type=Path, metavar="RUN_DIR", help="output folder (default: runs/DATASET)")
+    train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    train.set_defaults(handler=command_train)
+
+    evaluation = commands.add_parser(
+        "evaluate", parents=[common, device], help="score trained weights on a dataset split",
+        description="Score the weights inside the field of view at native resolution. The threshold is "
+                    "chosen on the TRAIN split (best F1) unless --threshold is given.",
+    )
+    add_dataset_arguments(evaluation)
+    evaluation.add_argument("--weights", type=Path, required=True, metavar="PATH", help="linknet.pth or checkpoint.pth")
+    evaluation.add_argument("--split", default="test", help="default: %(default)s")
+    evaluation.add_argument("--threshold", type=float, help="fixed threshold instead of one chosen on the train split")
+    evaluation.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
+    evaluation.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
+    evaluation.set_defaults(handler=command_evaluate)
+
+    prediction = commands.add_parser(
+        "predict", parents=[common, device], help="write vessel maps for photographs",
+        description="For each IMAGE write NAME_prob.png (probability x 255) and NAME_mask.png "
+                    "(probability >= --threshold) at the image's own resolution.",
+    )
+    prediction.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+    prediction.add_argument("--weights", type=Path, required=True, metavar="PATH", help="linknet.pth or checkpoint.pth")
+    prediction.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: beside each image)")
+    prediction.add_argument("--threshold", type=float, default=0.5, help="default: %(default)s")
+    prediction.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
+    prediction.set_defaults(handler=command_predict)
+
+    fetch = commands.add_parser("download", parents=[common], help="download a public dataset",
+                                description="Download and unpack a dataset; prints where it is.")
+    fetch.add_argument("name", metavar="NAME", help=f"the dataset, one of {', '.join(DATASET_NAMES)}")
+    fetch.add_argument("--data-dir", type=Path, metavar="DIR", help="where to put it (default: the library's)")
+    fetch.set_defaults(handler=command_download)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; return the exit status (0 on success)."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except EXPECTED_ERRORS as error:
+        if args.debug:
+            raise
+        message = " ".join(str(error).splitlines()) or type(error).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return ERROR_STATUS
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        return INTERRUPTED_STATUS
+    return 0

@@ -1,0 +1,261 @@
+"""Tests for retina_lib.training: fit, checkpoints, resuming, loading weights."""
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from retina_lib.data import load_dataset
+from retina_lib.engine import NonFiniteLossError
+from retina_lib.model import LinkNet
+from retina_lib.training import (
+    BEST_WEIGHTS_FILE,
+    CHECKPOINT_FILE,
+    CURVES_FILE,
+    HISTORY_FILE,
+    ResumeError,
+    TrainConfig,
+    WeightsError,
+    fit,
+    load_weights,
+    settings_differences,
+    split_validation,
+    training_datasets,
+)
+
+#: Fast settings for the tiny test network: everything on the CPU in float32.
+FAST = dict(batch_size=2, lr=1e-2, device="cpu", amp="off", progress=False)
+
+
+def tiny_net(seed: int = 0) -> nn.Module:
+    """A two-layer convolutional net with batch norm, for tests that do not need LinkNet itself."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1))
+
+
+def blob_images(n: int, size: int = 32, seed: int = 0) -> TensorDataset:
+    """(image, label, fov) with bright green discs as "vessels": easy to learn, quick to make."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:size, :size]
+    images, labels = [], []
+    for _ in range(n):
+        label = np.zeros((size, size), bool)
+        for _ in range(3):
+            r, c = rng.integers(4, size - 4, size=2)
+            label |= (rows - r) ** 2 + (cols - c) ** 2 <= 9
+        image = rng.uniform(0.0, 0.4, (3, size, size)).astype(np.float32)
+        image[1][label] += 0.5
+        images.append(image)
+        labels.append(label[None].astype(np.float32))
+    image, label = torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels))
+    return TensorDataset(image, label, torch.ones_like(label))
+
+
+class NoisyEpochs(Dataset):
+    """Adds noise from the GLOBAL torch generator, and knows its epoch; can stop training in one.
+
+    The global generator is only reproduced after an interruption if fit
+    restores the random states from the checkpoint, which is what this tests.
+    """
+
+    def __init__(self, base: TensorDataset, interrupt_in_epoch: int | None = None) -> None:
+        self.base = base
+        self.interrupt_in_epoch = interrupt_in_epoch
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        if self.epoch == self.interrupt_in_epoch:
+            raise KeyboardInterrupt
+        image, label, fov = self.base[index]
+        return image + 0.05 * torch.randn(image.shape), label, fov
+
+
+def assert_same_history(first: dict, second: dict) -> None:
+    assert first.keys() == second.keys()
+    for key in first:
+        if key != "epoch_seconds":
+            np.testing.assert_allclose(first[key], second[key], rtol=1e-6, err_msg=key)
+
+
+def test_fit_lowers_the_training_loss_and_records_every_epoch() -> None:
+    train, val = blob_images(4), blob_images(2, seed=1)
+    history = fit(tiny_net(), train, val, epochs=6, **FAST)
+    assert set(history) == {"train_loss", "train_dice_loss", "train_iou_loss", "val_loss", "val_dice_loss",
+                            "val_iou_loss", "val_dice", "lr", "epoch_seconds"}
+    assert all(len(values) == 6 for values in history.values())
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    np.testing.assert_allclose(history["train_loss"],
+                               np.add(history["train_dice_loss"], history["train_iou_loss"]), rtol=1e-6)
+
+
+def test_without_validation_there_are_no_validation_curves(tmp_path: Path) -> None:
+    history = fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+    assert not any(key.startswith("val_") for key in history)
+    assert json.loads((tmp_path / HISTORY_FILE).read_text()) == pytest.approx(history)
+
+
+def test_the_model_ends_with_the_best_epoch_weights(tmp_path: Path) -> None:
+    model = tiny_net()
+    history = fit(model, blob_images(4), blob_images(2, seed=1), epochs=4, out_dir=tmp_path,
+                  schedule="cosine", **FAST)
+    best_epoch = int(np.argmax(history["val_dice"])) + 1
+    checkpoint = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert checkpoint["best_epoch"] == best_epoch
+    assert checkpoint["epoch"] == 4
+    assert checkpoint["best_score"] == pytest.approx(max(history["val_dice"]))
+    best = torch.load(tmp_path / BEST_WEIGHTS_FILE, weights_only=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, best[key]), key
+    assert history["lr"][0] == pytest.approx(1e-2) and history["lr"][-1] < history["lr"][0]  # cosine
+
+
+def test_checkpoints_load_with_weights_only_and_linknet_pth_into_a_fresh_linknet(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    fit(LinkNet(), blob_images(2, size=64), epochs=1, out_dir=tmp_path, **FAST)
+    assert {path.name for path in tmp_path.iterdir()} >= {BEST_WEIGHTS_FILE, CHECKPOINT_FILE, HISTORY_FILE,
+                                                           CURVES_FILE}
+    assert not list(tmp_path.glob("*.partial"))
+    checkpoint = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert {"model", "best_model", "optimizer", "epoch", "history", "config", "rng"} <= checkpoint.keys()
+    fresh = LinkNet()
+    fresh.load_state_dict(torch.load(tmp_path / BEST_WEIGHTS_FILE, weights_only=True))
+    from_checkpoint = load_weights(tmp_path / CHECKPOINT_FILE)
+    assert isinstance(from_checkpoint, LinkNet) and not from_checkpoint.training
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, from_checkpoint.state_dict()[key]), key
+
+
+def test_an_interrupted_run_resumes_with_the_same_history(tmp_path: Path) -> None:
+    base, val = blob_images(4), blob_images(2, seed=1)
+    straight_model = tiny_net()
+    straight = fit(straight_model, NoisyEpochs(base), val, epochs=4, out_dir=tmp_path / "straight", **FAST)
+
+    run_dir = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_net(), NoisyEpochs(base, interrupt_in_epoch=3), val, epochs=4, out_dir=run_dir, **FAST)
+    assert torch.load(run_dir / CHECKPOINT_FILE, weights_only=True)["epoch"] == 2
+
+    resumed_model = tiny_net(seed=99)  # its own weights do not matter: the checkpoint's are loaded
+    resumed = fit(resumed_model, NoisyEpochs(base), val, epochs=4, out_dir=run_dir, resume=True, **FAST)
+    assert_same_history(straight, resumed)
+    for key, value in straight_model.state_dict().items():
+        torch.testing.assert_close(value, resumed_model.state_dict()[key], msg=key)
+
+
+def test_the_interruption_message_says_how_to_resume(tmp_path: Path, capsys) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_net(), NoisyEpochs(blob_images(2), interrupt_in_epoch=2), epochs=3, out_dir=tmp_path, **FAST)
+    message = capsys.readouterr().err
+    assert "holds epoch 1" in message and "resume=True" in message and "--resume" in message
+
+
+def test_a_finished_run_can_be_extended(tmp_path: Path) -> None:
+    data, val = NoisyEpochs(blob_images(4)), blob_images(2, seed=1)
+    straight = fit(tiny_net(), data, val, epochs=3, out_dir=tmp_path / "straight", **FAST)
+    fit(tiny_net(), data, val, epochs=2, out_dir=tmp_path / "extended", **FAST)
+    extended = fit(tiny_net(), data, val, epochs=3, out_dir=tmp_path / "extended", resume=True, **FAST)
+    assert_same_history(straight, extended)
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"lr": 1e-3}, "lr: 0.01 in the checkpoint, 0.001 now"),
+    ({"config": {"dataset": "stare"}}, "dataset: 'drive' in the checkpoint, 'stare' now"),
+    ({"epochs": 1}, "epochs: 2 in the checkpoint, 1 now"),
+])
+def test_resuming_with_other_settings_is_refused_naming_them(tmp_path: Path, change: dict, named: str) -> None:
+    arguments = {**FAST, "epochs": 2, "config": {"dataset": "drive"}}
+    fit(tiny_net(), blob_images(2), out_dir=tmp_path, **arguments)
+    with pytest.raises(ResumeError, match=named.replace("(", "\\(")):
+        fit(tiny_net(), blob_images(2), out_dir=tmp_path, resume=True, **{**arguments, **change})
+
+
+def test_settings_differences() -> None:
+    saved = {"epochs": 10, "lr": 0.1, "schedule": None}
+    assert settings_differences(saved, {**saved, "epochs": 20}) == []
+    assert settings_differences(saved, {**saved, "epochs": 5}) == ["epochs: 10 in the checkpoint, 5 now"]
+    cosine = {**saved, "schedule": "cosine"}
+    assert "not with schedule='cosine'" in settings_differences(cosine, {**cosine, "epochs": 20})[0]
+    assert settings_differences(saved, {**saved, "seed": 1}) == ["seed: '(not set)' in the checkpoint, 1 now"]
+
+
+def test_an_existing_run_is_not_overwritten_and_a_missing_one_not_resumed(tmp_path: Path) -> None:
+    with pytest.raises(ResumeError, match="no checkpoint.pth"):
+        fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, resume=True, **FAST)
+    fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+    with pytest.raises(FileExistsError, match="already holds a training run"):
+        fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+
+
+def test_a_nan_input_stops_fit_naming_epoch_and_batch() -> None:
+    data = blob_images(4)
+    data.tensors[0][:, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="training loss became nan at epoch 1, batch 1"):
+        fit(tiny_net(), data, epochs=2, **FAST)
+
+
+def test_config_values_must_be_plain(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="config\\['root'\\]"):
+        fit(tiny_net(), blob_images(2), epochs=1, config={"root": tmp_path}, **FAST)
+    with pytest.raises(ValueError, match="'epochs' is set by fit itself"):
+        fit(tiny_net(), blob_images(2), epochs=1, config={"epochs": 3}, **FAST)
+
+
+def test_load_weights_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="weights file not found: .*nothing.pth"):
+        load_weights(tmp_path / "nothing.pth")
+    torch.save(nn.Linear(3, 2).state_dict(), tmp_path / "linear.pth")
+    with pytest.raises(WeightsError, match="another architecture .*missing keys .*2 unexpected keys \\(weight, bias\\)"):
+        load_weights(tmp_path / "linear.pth")
+    (tmp_path / "text.pth").write_text("not weights")
+    with pytest.raises(WeightsError, match="text.pth: not a PyTorch weights file"):
+        load_weights(tmp_path / "text.pth")
+    two_class = LinkNet(num_classes=2).state_dict()
+    torch.save(two_class, tmp_path / "two.pth")
+    assert load_weights(tmp_path / "two.pth").num_classes == 2
+    with pytest.raises(WeightsError, match="shape mismatches \\(classifier.weight"):
+        load_weights(tmp_path / "two.pth", model=LinkNet())
+
+
+def test_split_validation_holds_out_the_last_training_images() -> None:
+    samples = list("abcdef")
+    assert split_validation(samples, 2) == (list("abcd"), list("ef"))
+    assert split_validation(samples, 0) == (samples, [])
+    with pytest.raises(ValueError, match="val_count=6 leaves no training images"):
+        split_validation(samples, 6)
+
+
+def test_fit_takes_its_defaults_from_train_config() -> None:
+    recipe = TrainConfig()
+    assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.optimise, recipe.mode, recipe.size) == (
+        100, 4, 1e-4, "dice+iou", "resize", 512)  # the original course material's recipe
+    parameters = inspect.signature(fit).parameters
+    for name, value in recipe.fit_arguments().items():
+        assert parameters[name].default == value, name
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="schedule must be None or 'cosine', got 'step'"):
+        fit(tiny_net(), blob_images(2), schedule="step", **FAST)
+    with pytest.raises(ValueError, match="resume=True needs out_dir"):
+        fit(tiny_net(), blob_images(2), resume=True, **FAST)
+
+
+def test_fit_learns_on_the_synthetic_dataset() -> None:
+    samples = load_dataset("synthetic", n=4, size=64)
+    config = TrainConfig(mode="resize", size=64, val_count=1, batch_size=2, lr=1e-2, epochs=8)
+    train_set, val_set = training_datasets(samples, config)
+    assert (len(train_set), len(val_set)) == (3, 1)
+    history = fit(tiny_net(), train_set, val_set, **config.fit_arguments(), device="cpu", amp="off", progress=False)
+    assert np.mean(history["train_loss"][-2:]) < history["train_loss"][0]
