@@ -1,0 +1,96 @@
+"""Choose the course's training recipe on CHASE_DB1 WITHOUT looking at the test split.
+
+Every candidate recipe is trained with the command line (``python -m
+retina_lib train``, the exact arguments are recorded), holding out the last 4
+images of the TRAIN split. Each run is then scored on those 4 validation images
+at native resolution inside the FOV, with the threshold chosen on the other 16
+training images. The recipe with the best validation F1 wins. The test split is
+scored afterwards by ``results/final.sh``, never here.
+
+    python results/sweep.py --data-dir ../shared/datasets --device cuda --out runs/sweep
+
+Writes ``OUT/sweep.json`` (one entry per recipe: command, wall time, validation
+scores) and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from retina_lib.cli import main as cli_main
+from retina_lib.data import load_dataset
+from retina_lib.evaluation import evaluate
+from retina_lib.training import load_weights, split_validation
+
+#: name -> the recipe's command-line options (all seeded with --seed 0).
+CANDIDATES: dict[str, list[str]] = {
+    "original": ["--resize", "512", "--loss", "dice+iou", "--lr", "1e-4", "--epochs", "100"],
+    "crop512_bce_1e-3": ["--crop", "512", "--loss", "bce+dice", "--lr", "1e-3", "--schedule", "cosine",
+                         "--epochs", "40", "--samples-per-epoch", "100"],
+    "crop512_diceiou_1e-3": ["--crop", "512", "--loss", "dice+iou", "--lr", "1e-3", "--schedule", "cosine",
+                             "--epochs", "40", "--samples-per-epoch", "100"],
+    "resize512_bce_1e-3": ["--resize", "512", "--loss", "bce+dice", "--lr", "1e-3", "--schedule", "cosine",
+                           "--epochs", "40", "--samples-per-epoch", "100"],
+    "crop512_bce_1e-3_short": ["--crop", "512", "--loss", "bce+dice", "--lr", "1e-3", "--schedule", "cosine",
+                               "--epochs", "20", "--samples-per-epoch", "100"],
+    "crop512_bce_1e-3_long": ["--crop", "512", "--loss", "bce+dice", "--lr", "1e-3", "--schedule", "cosine",
+                              "--epochs", "80", "--samples-per-epoch", "100"],
+}
+
+
+def validation_scores(weights: Path, data_dir: str, device: str) -> dict:
+    """F1, AUC... on the 4 held-out TRAIN images, threshold chosen on the other 16."""
+    samples = load_dataset("chase_db1", "train", root=data_dir)
+    fit_part, val_part = split_validation(samples, 4)
+    model = load_weights(weights).to(device)
+    results = evaluate(model, val_part, train_samples=fit_part, with_baselines=False, progress=False)
+    return {key: results[key] for key in ("f1", "auc_roc", "auc_pr", "threshold", "sensitivity", "specificity")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
+    parser.add_argument("--only", nargs="*", help="run only these candidates")
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="options appended to every run")
+    args = parser.parse_args()
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary_path = args.out / "sweep.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    for name, options in CANDIDATES.items():
+        if args.only and name not in args.only:
+            continue
+        run_dir = args.out / name
+        command = ["train", "--dataset", "chase_db1", "--data-dir", args.data_dir, "--seed", "0",
+                   "--val-count", "4", "--device", device, "--num-workers", str(args.num_workers),
+                   "--out", str(run_dir), *options, *args.extra]
+        print("python -m retina_lib " + " ".join(command), flush=True)
+        start = time.perf_counter()
+        status = cli_main(command)
+        seconds = time.perf_counter() - start
+        entry = {"command": "python -m retina_lib " + " ".join(command), "train_seconds": round(seconds, 1),
+                 "exit_status": status, "device": torch.cuda.get_device_name() if device.startswith("cuda") else device}
+        if status in (0, None):
+            entry["validation"] = validation_scores(run_dir / "linknet.pth", args.data_dir, device)
+        summary[name] = entry
+        summary_path.write_text(json.dumps(summary, indent=2))
+        print(name, json.dumps(entry.get("validation")), f"{seconds:.0f} s", flush=True)
+    best = max((n for n in summary if "validation" in summary[n]), key=lambda n: summary[n]["validation"]["f1"])
+    (args.out / "best.txt").write_text(best)
+    print(f"\n{'recipe':28s} {'val F1':>7s} {'val AUC':>8s} {'train s':>8s}")
+    for name, entry in summary.items():
+        val = entry.get("validation", {})
+        print(f"{name:28s} {val.get('f1', float('nan')):7.4f} {val.get('auc_roc', float('nan')):8.4f} "
+              f"{entry['train_seconds']:8.1f}")
+    print(f"best on validation: {best}")
+
+
+if __name__ == "__main__":
+    main()
