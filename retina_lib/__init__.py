@@ -6,13 +6,25 @@ one readable place::
     from retina_lib import LinkNet, DiceLoss, IoU
     net = LinkNet()
     score, loss = DiceLoss()(net(images), labels)
+
+Modules: ``model`` (LinkNet), ``losses``, ``metrics``, ``data`` (datasets,
+downloads, synthetic fundus images, augmentation), ``engine`` (Train,
+Evaluate), ``training`` (fit, checkpoints), ``recipes``, ``inference``
+(predict), ``evaluation`` (evaluate), ``baselines`` (Frangi), ``plotter``,
+``widgets``, ``course`` (the notebooks' setup) and ``cli`` (``python -m retina_lib``).
 """
 from .device import pick_device, seed_everything
+from .engine import Evaluate, Train
+from .evaluation import evaluate
+from .inference import predict
 from .losses import BCEDiceLoss, DiceLoss, IoU
 from .model import LinkNet, count_parameters, probabilities
+from .training import TrainConfig, fit, load_weights
 
 __version__ = "0.1.0"
-from .engine import Evaluate, Train
-from .training import TrainConfig, fit, load_weights
-from .inference import predict
-from .evaluation import evaluate
+
+__all__ = [
+    "BCEDiceLoss", "DiceLoss", "Evaluate", "IoU", "LinkNet", "Train", "TrainConfig",
+    "count_parameters", "evaluate", "fit", "load_weights", "pick_device", "predict",
+    "probabilities", "seed_everything",
+]

@@ -84,7 +84,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 def command_train(args: argparse.Namespace) -> None:
     config = train_config(args)
-    out_dir = args.out if args.out is not None else Path("runs") / args.dataset
+    out_dir = args.out if args.out is not None else Path("runs") / f"{args.dataset}_{args.preset}"
     device = start_distributed(args.device)  # launched by torchrun: join the other processes
     try:
         _, history = train_recipe(
@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resident", choices=list(RESIDENT_OPTIONS), default="auto",
                        help="keep the training images on the device and augment them there "
                             "(default: %(default)s, which means on CUDA GPUs)")
-    train.add_argument("--out", type=Path, metavar="RUN_DIR", help="output folder (default: runs/DATASET)")
+    train.add_argument("--out", type=Path, metavar="RUN_DIR", help="output folder (default: runs/DATASET_PRESET)")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     train.set_defaults(handler=command_train)
 

@@ -38,15 +38,12 @@ from .baselines import frangi_vesselness
 from .data.sample import Sample
 from .inference import predict
 from .metrics import (
-    METRIC_NAMES,
     ConfusionCounts,
     ScoreHistogram,
-    auc_pr,
-    auc_roc,
     best_f1_threshold,
     confusion_counts,
+    metrics_from,
     score_histogram,
-    scores_from_counts,
 )
 
 #: A second observer's label is a hard 0/1 map: any threshold in (0, 1] gives
@@ -67,13 +64,6 @@ def _check_labelled(sample: Sample, where: str) -> None:
                          f"scored (e.g. DRIVE's test.zip from grand-challenge ships no 1st_manual)")
 
 
-def _metrics_from(counts: ConfusionCounts, histogram: ScoreHistogram, threshold: float) -> dict[str, float]:
-    """The :data:`~retina_lib.metrics.METRIC_NAMES` dict of one image or of a pool of images."""
-    scores = scores_from_counts(counts)
-    scores.update(auc_roc=auc_roc(histogram), auc_pr=auc_pr(histogram), threshold=float(threshold))
-    return {name: scores[name] for name in METRIC_NAMES}
-
-
 class Scorecard:
     """Collects one method's scores image by image: per-image metrics and the pooled sums.
 
@@ -90,7 +80,7 @@ class Scorecard:
         """Score one map of ``sample`` (probabilities, or a bool mask) inside its FOV."""
         counts = confusion_counts(prob, sample.label, sample.fov, self.threshold)
         histogram = score_histogram(prob, sample.label, sample.fov)
-        self.per_image.append({"name": sample.name, **_metrics_from(counts, histogram, self.threshold)})
+        self.per_image.append({"name": sample.name, **metrics_from(counts, histogram, self.threshold)})
         self.counts = self.counts + counts
         self.histogram = histogram if self.histogram is None else self.histogram + histogram
 
@@ -98,7 +88,7 @@ class Scorecard:
         """Pooled metrics, plus ``per_image`` and ``n_images``."""
         if self.histogram is None:
             raise ValueError("no image was scored")
-        return {**_metrics_from(self.counts, self.histogram, self.threshold),
+        return {**metrics_from(self.counts, self.histogram, self.threshold),
                 "per_image": self.per_image, "n_images": len(self.per_image)}
 
 

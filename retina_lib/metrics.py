@@ -378,8 +378,12 @@ def best_f1_threshold(hist: ScoreHistogram) -> tuple[float, float]:
 # Everything at once, for one image or a dataset.
 # --------------------------------------------------------------------------
 
-def _metrics_from(counts: ConfusionCounts, hist: ScoreHistogram, threshold: float) -> dict[str, float]:
-    """The METRIC_NAMES dict from counts at ``threshold`` and the matching histogram."""
+def metrics_from(counts: ConfusionCounts, hist: ScoreHistogram, threshold: float) -> dict[str, float]:
+    """The METRIC_NAMES dict from counts at ``threshold`` and the matching histogram.
+
+    The building block for scoring one image or a pool of images, for callers
+    that accumulate counts and histograms themselves (see ``evaluation.py``).
+    """
     scores = scores_from_counts(counts)
     scores["auc_roc"] = auc_roc(hist)
     scores["auc_pr"] = auc_pr(hist)
@@ -400,7 +404,7 @@ def vessel_metrics(
     A bool ``prob`` (hard mask) is evaluated as a map of 0s and 1s.
     """
     counts = confusion_counts(prob, label, fov, threshold)
-    return _metrics_from(counts, score_histogram(prob, label, fov), threshold)
+    return metrics_from(counts, score_histogram(prob, label, fov), threshold)
 
 
 _END = object()
@@ -453,7 +457,7 @@ def _pooled_from(summaries: list[tuple[ConfusionCounts, ScoreHistogram]], thresh
     for counts, _ in summaries:
         pooled_counts = pooled_counts + counts
     pooled_hist = merge_histograms(hist for _, hist in summaries)
-    return _metrics_from(pooled_counts, pooled_hist, threshold)
+    return metrics_from(pooled_counts, pooled_hist, threshold)
 
 
 def dataset_metrics(
@@ -480,7 +484,7 @@ def dataset_metrics(
     """
     summaries = _image_summaries(probs, labels, fovs, threshold)
     return {"pooled": _pooled_from(summaries, threshold),
-            "per_image": [_metrics_from(counts, hist, threshold) for counts, hist in summaries]}
+            "per_image": [metrics_from(counts, hist, threshold) for counts, hist in summaries]}
 
 
 def pooled_metrics(

@@ -38,6 +38,7 @@ import math
 import os
 import pickle
 import random
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -741,7 +742,8 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # torch colours some messages
+        first_line = message.splitlines()[0] if message else type(error).__name__
         raise WeightsError(f"{path}: not a PyTorch weights file that loads safely ({first_line})") from error
 
 
