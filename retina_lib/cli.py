@@ -60,11 +60,15 @@ EXPECTED_ERRORS = (ValueError, OSError, NonFiniteLossError, DownloadError)
 # --------------------------------------------------------------------------
 
 def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Options for ``load_dataset``: only the synthetic dataset takes any."""
+    """Options for ``load_dataset``: sizes for the synthetic dataset, skipping for real ones."""
     options = {"n": args.synthetic_n, "size": args.synthetic_size}
     given = {key: value for key, value in options.items() if value is not None}
     if given and args.dataset != "synthetic":
         raise ValueError(f"--synthetic-n and --synthetic-size only apply to --dataset synthetic, not {args.dataset!r}")
+    if args.skip_incomplete:
+        if args.dataset == "synthetic":
+            raise ValueError("--skip-incomplete applies to real datasets, not to --dataset synthetic")
+        given["skip_incomplete"] = True
     return given
 
 
@@ -153,6 +157,9 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, metavar="DIR", help="where the datasets are (default: the library's)")
     parser.add_argument("--synthetic-n", type=int, metavar="N", help="number of synthetic images")
     parser.add_argument("--synthetic-size", type=int, metavar="PX", help="side of the synthetic images")
+    parser.add_argument("--skip-incomplete", action="store_true",
+                        help="skip images whose label or mask is missing (with a warning naming them) "
+                             "instead of stopping")
 
 
 def build_parser() -> argparse.ArgumentParser:

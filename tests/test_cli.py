@@ -124,3 +124,14 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
         main(["--debug", "predict", str(tmp_path / "x.png"), "--weights", str(tmp_path / "nothing.pth")])
     with pytest.raises(FileNotFoundError):
         main(["predict", str(tmp_path / "x.png"), "--weights", str(tmp_path / "nothing.pth"), "--debug"])
+
+
+def test_skip_incomplete_reaches_the_loader_and_is_refused_for_synthetic():
+    from retina_lib.cli import build_parser, dataset_options
+
+    real = build_parser().parse_args(["evaluate", "--dataset", "hrf", "--weights", "w.pth", "--skip-incomplete"])
+    assert dataset_options(real) == {"skip_incomplete": True}
+    synthetic = build_parser().parse_args(["evaluate", "--dataset", "synthetic", "--weights", "w.pth",
+                                           "--skip-incomplete"])
+    with pytest.raises(ValueError, match="real datasets"):
+        dataset_options(synthetic)
