@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .data.sample import Sample
-from .data.training_set import MIN_SIZE, SegmentationDataset
+from .data.training_set import MIN_SIZE, SegmentationDataset, _checked_arrays
 from .data.transforms import Arrays, Augment, pad_to_at_least, resize
 
 #: The ways DeviceBatches can cut pictures into training images ("full"
@@ -139,7 +139,7 @@ class DeviceBatches:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        arrays = [_sample_arrays(sample) for sample in samples]
+        arrays = [_checked_arrays(sample) for sample in samples]  # the same checks as SegmentationDataset
         self._setup(arrays, [sample.name for sample in samples], batch_size, mode, size, device, augment,
                     seed, samples_per_epoch, shuffle, rank, world_size)
 
@@ -157,8 +157,7 @@ class DeviceBatches:
         if not isinstance(dataset, SegmentationDataset):
             raise TypeError(f"from_dataset needs a SegmentationDataset, got {type(dataset).__name__}")
         batches = cls.__new__(cls)
-        # The dataset's decoded pictures (resized already in "resize" mode).
-        pictures = list(dataset._arrays)  # noqa: SLF001 - see the report: a public accessor is requested
+        pictures = list(dataset._arrays)  # its decoded pictures (already resized in "resize" mode)
         batches._setup(pictures, list(dataset.names), batch_size, dataset.mode, dataset.size,
                        device, dataset.augmentation or False, dataset.seed, dataset.samples_per_epoch, shuffle,
                        rank, world_size)
@@ -342,17 +341,6 @@ def recolour(image: Tensor, plan: EpochPlan) -> Tensor:
 # --------------------------------------------------------------------------
 # Storing the pictures
 # --------------------------------------------------------------------------
-
-def _sample_arrays(sample: Sample) -> Arrays:
-    """The sample's arrays as float32 image and bool masks, refusing mismatched shapes by name."""
-    image = np.asarray(sample.image, dtype=np.float32)
-    label = np.asarray(sample.label, dtype=bool)
-    fov = np.asarray(sample.fov, dtype=bool)
-    if image.ndim != 3 or image.shape[2] != 3 or label.shape != image.shape[:2] or fov.shape != image.shape[:2]:
-        raise ValueError(f"sample {sample.name!r}: image must be H x W x 3 and label and fov H x W; got "
-                         f"image {image.shape}, label {label.shape}, fov {fov.shape}")
-    return image, label, fov
-
 
 def _stack_on_device(arrays: list[Arrays], device: torch.device) -> Tensor:
     """One (N, 5, H, W) float32 tensor on ``device``: image, label and FOV of every picture.

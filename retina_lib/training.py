@@ -609,7 +609,7 @@ def fit(
             "off", "bf16" or "fp16" (float16 uses a gradient scaler).
         channels_last: channels-last memory format; None (the default)
             decides with :func:`~retina_lib.engine.default_channels_last`
-            (on where it makes convolutions faster).
+            (on for CUDA and the CPU, where it was measured faster).
         resident: keep the training images on the device and augment them
             there (:class:`~retina_lib.gpu_data.DeviceBatches`): True, False,
             or "auto" (on CUDA GPUs, for SegmentationDatasets in "crop" or
