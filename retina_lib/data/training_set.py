@@ -13,8 +13,10 @@ Three ways to feed pictures to the network, chosen with ``mode``:
 Every picture is decoded once, when the dataset is built, and kept in memory
 as numpy arrays (for ``"resize"`` already resized). The course's datasets are
 small: CHASE_DB1's 20 training pictures take about 250 MB as float32, so
-reading files never slows training down. (Keeping the tensors on the GPU is
-not offered: the augmentations run in numpy on the CPU, in DataLoader workers.)
+reading files never slows training down. The augmentations here run in numpy
+on the CPU (in DataLoader workers if asked); on a GPU, ``fit`` hands the same
+pictures to :class:`retina_lib.gpu_data.DeviceBatches`, which keeps them on the
+GPU and augments them there.
 
 Randomness is reproducible: item ``i`` of epoch ``e`` always gets the same
 crop and augmentation for a given ``seed``, whichever DataLoader worker draws
