@@ -48,3 +48,207 @@ def check_choice(answer: object, expected: object, what: str, hint: str = "") ->
     else:
         correct = answer == expected
     return verdict(correct, f"{what}: {answer!r}", hint)
+
+
+# ==========================================================================
+# Notebook 01: inside LinkNet
+# ==========================================================================
+
+def check_receptive_field(answer: int, stage: str) -> bool:
+    """Exercise 01.1: the receptive field (in input pixels) at the output of a LinkNet stage."""
+    from .model import LinkNet
+    from .model_stats import linknet_encoder_receptive_fields, on_meta
+
+    fields = linknet_encoder_receptive_fields(on_meta(LinkNet))
+    if stage not in fields:
+        raise ValueError(f"stage must be one of {sorted(fields)}, got {stage!r}")
+    return check_number(answer, fields[stage].size, 0, f"receptive field of {stage}",
+                        hint="start from the previous stage's size and stride; each 3x3 convolution adds "
+                             "2 x the current stride, and the stride doubles only after a strided layer")
+
+
+def check_gflops_at_paper_size(answer: float) -> bool:
+    """Exercise 01.2: LinkNet's GFLOPs for one 3 x 360 x 640 image (the paper's size), as counted here."""
+    from .model import LinkNet
+    from .model_stats import count_flops, on_meta
+
+    total, _ = count_flops(on_meta(LinkNet), 360, 640)
+    return check_number(answer, total / 1e9, 0.05, "GFLOPs at 360 x 640",
+                        hint="count_flops(meta_linknet, height, width) takes the height first")
+
+
+def check_unet_width32_parameters(answer_millions: float) -> bool:
+    """Exercise 01.3: parameters of ``UNet(width=32)``, in millions."""
+    from .model import count_parameters
+    from .model_stats import on_meta
+    from .unet import UNet
+
+    expected = count_parameters(on_meta(UNet, width=32)) / 1e6
+    return check_number(answer_millions, expected, 0.005, "UNet(width=32) parameters (millions)",
+                        hint="divide count_parameters(...) by 1e6")
+
+
+def check_concatenated_decoder3(input_channels: int, extra_parameters: int) -> bool:
+    """Exercise 01.4: decoder3 fed ``decoder4``'s output *stacked* with ``encoder3``'s input.
+
+    The first 1x1 convolution keeps its output channels; each extra input
+    channel adds one weight per output channel.
+    """
+    from .model import LinkNet
+    from .model_stats import on_meta
+
+    reduce = on_meta(LinkNet).decoder3.reduce.conv
+    skip_channels = reduce.in_channels  # the encoder3 input has as many channels as decoder4's output
+    expected_channels = reduce.in_channels + skip_channels
+    expected_extra = skip_channels * reduce.out_channels * reduce.kernel_size[0] * reduce.kernel_size[1]
+    channels_right = check_number(input_channels, expected_channels, 0, "decoder3 input channels",
+                                  hint="stacking adds the channels of the two tensors")
+    extra_right = check_number(extra_parameters, expected_extra, 0, "extra weights of the 1x1 convolution",
+                               hint="a 1x1 convolution has in_channels x out_channels weights (no bias here)")
+    return channels_right and extra_right
+
+
+# ==========================================================================
+# Notebook 02: losses and scores
+# ==========================================================================
+
+def _hard_dice_and_iou(prediction: "np.ndarray", target: "np.ndarray") -> tuple[float, float]:
+    """Dice and IoU of two 0/1 grids, straight from the definitions."""
+    import numpy as np
+
+    p, t = np.asarray(prediction, dtype=bool), np.asarray(target, dtype=bool)
+    overlap, size_p, size_t = float((p & t).sum()), float(p.sum()), float(t.sum())
+    if size_p + size_t == 0:
+        raise ValueError("prediction and target are both empty: Dice and IoU are undefined")
+    return 2 * overlap / (size_p + size_t), overlap / (size_p + size_t - overlap)
+
+
+def check_pixel_change(new_prediction, prediction, target, dice: float, iou: float) -> bool:
+    """Exercise 02.1: one pixel of P changed; are the learner's hand-computed Dice and IoU right?
+
+    Also says whether Dice went up and whether IoU went down, so the learner
+    can see whether the change did what the exercise asked.
+    """
+    import numpy as np
+
+    new, old = np.asarray(new_prediction, dtype=float), np.asarray(prediction, dtype=float)
+    if new.shape != old.shape:
+        raise ValueError(f"new_prediction has shape {new.shape}, P has {old.shape}")
+    changed = int((new != old).sum())
+    if changed != 1:
+        return verdict(False, f"{changed} pixels differ from P", hint="change exactly one pixel")
+    old_dice, old_iou = _hard_dice_and_iou(old, target)
+    new_dice, new_iou = _hard_dice_and_iou(new, target)
+    print(f"Dice {'went up' if new_dice > old_dice else 'did not go up'}, "
+          f"IoU {'went down' if new_iou < old_iou else 'did not go down'}.")
+    dice_right = check_number(dice, new_dice, 0.0005, "your Dice", hint="2 |P ∩ T| / (|P| + |T|)")
+    iou_right = check_number(iou, new_iou, 0.0005, "your IoU", hint="|P ∩ T| / (|P| + |T| - |P ∩ T|)")
+    return dice_right and iou_right
+
+
+def check_soft_below_hard(soft, prediction, target) -> bool:
+    """Exercise 02.2: a soft prediction that binarises (>= 0.5) to P but has a lower soft Dice than P's hard Dice."""
+    import numpy as np
+
+    soft = np.asarray(soft, dtype=float)
+    if soft.shape != np.shape(prediction) or soft.min() < 0 or soft.max() > 1:
+        return verdict(False, "soft must be a grid of P's shape with values in [0, 1]")
+    if not np.array_equal(soft >= 0.5, np.asarray(prediction, dtype=bool)):
+        return verdict(False, "soft does not binarise to P at 0.5", hint="keep P's 1s at >= 0.5 and its 0s below")
+    t = np.asarray(target, dtype=float)
+    soft_dice = 2 * (soft * t).sum() / (soft.sum() + t.sum())
+    hard_dice, _ = _hard_dice_and_iou(prediction, target)
+    return verdict(soft_dice < hard_dice, f"soft Dice {soft_dice:.4f} against hard Dice {hard_dice:.4f}",
+                   hint="the soft Dice is lowered by low confidence on the vessels and by probability "
+                        "spent on the background")
+
+
+def _total_logit_gradient(loss_fn, p: float, vessels: int, pixels: int) -> float:
+    """Sum over pixels of d loss / d logit when every pixel gets probability ``p``."""
+    import math
+
+    import torch
+
+    truth = torch.zeros(1, 1, 1, pixels)
+    truth[..., :vessels] = 1.0
+    logits = torch.full((1, 1, 1, pixels), math.log(p / (1 - p)), dtype=torch.float64, requires_grad=True)
+    loss_fn(logits, truth.double())[1].backward()
+    return logits.grad.sum().item()
+
+
+def balance_point(loss_name: str, vessels: int, pixels: int = 100) -> float | None:
+    """The shared probability where a clueless network stops moving under ``loss_name``.
+
+    Found by bisection on the sign of the total gradient (the notebook finds it on
+    a grid instead); None when the total gradient never changes sign in (0.001, 0.999).
+    """
+    from .losses import BCEDiceLoss, DiceLoss
+
+    losses = {"BCE": BCEDiceLoss(bce_weight=1.0, dice_weight=0.0), "Dice loss": DiceLoss(),
+              "BCE + Dice": BCEDiceLoss()}
+    if loss_name not in losses:
+        raise ValueError(f"loss_name must be one of {sorted(losses)}, got {loss_name!r}")
+    if not 0 < vessels < pixels:
+        raise ValueError(f"need 0 < vessels < pixels, got vessels={vessels}, pixels={pixels}")
+    low, high = 0.001, 0.999
+    gradient_low = _total_logit_gradient(losses[loss_name], low, vessels, pixels)
+    if (gradient_low < 0) == (_total_logit_gradient(losses[loss_name], high, vessels, pixels) < 0):
+        return None
+    for _ in range(40):
+        middle = (low + high) / 2
+        if (_total_logit_gradient(losses[loss_name], middle, vessels, pixels) < 0) == (gradient_low < 0):
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
+
+
+def check_balance_point(answer: float | None, loss_name: str, vessels: int = 2, pixels: int = 100) -> bool:
+    """Exercise 02.3: where ``loss_name`` wants a clueless network (one shared p) to sit.
+
+    Answer None for a loss whose total gradient never crosses zero.
+    """
+    expected = balance_point(loss_name, vessels, pixels)
+    what = f"{loss_name} with {vessels} vessel pixels out of {pixels}"
+    if expected is None or answer is None:
+        return verdict(expected is None and answer is None, f"{what}: {answer!r}",
+                       hint="does the total gradient (bottom row) ever cross zero?")
+    return check_number(answer, expected, 0.01, what, hint="read where the total gradient crosses zero")
+
+
+def check_smallest_shift(answer: int, label, fov=None, blur_sigma: float = 0.0, below: float = 0.5,
+                         threshold: float = 0.5) -> bool:
+    """Exercise 02.4: the smallest shift (pixels to the right) at which Dice drops below ``below``."""
+    import numpy as np
+
+    from .metrics import confusion_counts, scores_from_counts
+    from .widgets import shifted_prediction
+
+    width = np.shape(label)[1]
+    expected = None
+    for shift in range(width):
+        prediction = shifted_prediction(label, shift, blur_sigma)
+        if scores_from_counts(confusion_counts(prediction, label, fov, threshold=threshold))["f1"] < below:
+            expected = shift
+            break
+    if expected is None:
+        raise ValueError(f"no shift up to {width - 1} pixels brings Dice below {below}: pick a lower target")
+    return check_choice(answer, expected, f"smallest shift with Dice below {below} (blur {blur_sigma:g})",
+                        hint="loop over shifts 0, 1, 2, ... with shifted_prediction and stop at the first one")
+
+
+def check_widest_erased_line(answer: int, blur_sigma: float = 2.0, threshold: float = 0.5) -> bool:
+    """Exercise 02.5: the widest straight line that a blur of ``blur_sigma`` erases at ``threshold``."""
+    import numpy as np
+
+    from .widgets import shifted_prediction
+
+    widest = 0
+    for line_width in range(1, 33):
+        line = np.zeros((64, 64), dtype=bool)
+        line[:, 16:16 + line_width] = True
+        if (shifted_prediction(line, 0, blur_sigma) >= threshold).any():
+            break
+        widest = line_width
+    return check_choice(answer, widest, f"widest line erased by blur {blur_sigma:g} at threshold {threshold:g}",
+                        hint="draw lines 1, 2, 3, ... pixels wide and blur each with shifted_prediction(line, 0, 2.0)")
