@@ -158,7 +158,7 @@ def check_soft_below_hard(soft, prediction, target) -> bool:
     t = np.asarray(target, dtype=float)
     soft_dice = 2 * (soft * t).sum() / (soft.sum() + t.sum())
     hard_dice, _ = _hard_dice_and_iou(prediction, target)
-    return verdict(soft_dice < hard_dice, f"soft Dice {soft_dice:.4f} against hard Dice {hard_dice:.4f}",
+    return verdict(bool(soft_dice < hard_dice), f"soft Dice {soft_dice:.4f} against hard Dice {hard_dice:.4f}",
                    hint="the soft Dice is lowered by low confidence on the vessels and by probability "
                         "spent on the background")
 

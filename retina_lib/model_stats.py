@@ -132,6 +132,21 @@ def flops_by_block(module_flops: Mapping[str, int], blocks: Mapping[str, Sequenc
     return {block: sum(module_flops.get(part, 0) for part in parts) for block, parts in blocks.items()}
 
 
+def sides_down(side: int, steps: int = 5) -> list[int]:
+    """The side length before and after each of ``steps`` stride-2 layers.
+
+    A stride-2 layer with kernel k and padding k // 2 (every one in LinkNet)
+    maps n pixels to ceil(n / 2), so an odd side is rounded *up*; doubling back
+    then overshoots. Only multiples of 2 ** steps come back to where they started.
+    """
+    if side < 1 or steps < 0:
+        raise ValueError(f"need side >= 1 and steps >= 0, got side={side}, steps={steps}")
+    sides = [side]
+    for _ in range(steps):
+        sides.append(-(-sides[-1] // 2))  # ceil(n / 2) in integers
+    return sides
+
+
 # --------------------------------------------------------------------------
 # Receptive field: how much of the input one output position can see.
 # --------------------------------------------------------------------------

@@ -88,3 +88,15 @@ def test_linknet_block_flops_add_up_to_the_total():
     padded, _ = count_flops(on_meta(LinkNet), 360, 640)
     same, _ = count_flops(on_meta(LinkNet), 384, 640)
     assert padded == same
+
+
+def test_sides_down_rounds_up_like_the_network():
+    from retina_lib.model_stats import sides_down
+
+    assert sides_down(512) == [512, 256, 128, 64, 32, 16]
+    assert sides_down(584) == [584, 292, 146, 73, 37, 19]
+    model = on_meta(LinkNet)
+    # the real layers agree: encoder3's output of a 584-row image (padding skipped) has 37 rows
+    with torch.device("meta"):
+        e3 = model.encoder3(model.encoder2(model.encoder1(model.pool(model.initial(torch.zeros(1, 3, 584, 64))))))
+    assert e3.shape[2] == sides_down(584)[4]
