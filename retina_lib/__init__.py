@@ -11,7 +11,7 @@ Modules: ``model`` (LinkNet), ``losses``, ``metrics``, ``data`` (datasets,
 downloads, synthetic fundus images, augmentation), ``engine`` (Train,
 Evaluate), ``training`` (fit, checkpoints), ``recipes``, ``inference``
 (predict), ``evaluation`` (evaluate), ``baselines`` (Frangi), ``plotter``,
-``widgets``, ``course`` (the notebooks' setup) and ``cli`` (``python -m retina_lib``).
+``widgets``, ``model_stats`` (shapes, parameters, FLOPs and receptive fields), ``course`` (the notebooks' setup) and ``cli`` (``python -m retina_lib``).
 """
 from .device import pick_device, seed_everything
 from .engine import Evaluate, Train
