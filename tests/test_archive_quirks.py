@@ -167,6 +167,15 @@ def test_stare_gzipped_or_plain_ppm_labels_without_fov(tmp_path: Path, label_mod
         assert sample.fov[HEIGHT // 2, WIDTH // 2] and not sample.fov[0, 0]
 
 
+def test_stare_gunzipped_beside_its_gzip_is_refused_naming_both(tmp_path: Path) -> None:
+    """``gunzip -k`` keeps im0001.ppm.gz beside im0001.ppm: the loader must not pick one silently."""
+    make_stare(tmp_path, "L")
+    write(Image.fromarray(fundus()), tmp_path / "STARE" / "stare-images" / "im0001.ppm")
+    with pytest.raises(DatasetError, match=r"stare-images: several files could be im0001.ppm.gz "
+                                           r"\(im0001.ppm, im0001.ppm.gz\); keep only one"):
+        load_dataset("stare", "train", root=tmp_path)
+
+
 # --- CHASE_DB1 -------------------------------------------------------------------------------
 
 
