@@ -19,23 +19,10 @@ from PIL import Image
 
 from retina_lib.data import DatasetError, estimate_fov, load_dataset, read_mask
 from retina_lib.data.datasets import STARE_LABELLED
-
-HEIGHT, WIDTH = 24, 20
+from test_datasets_real import HEIGHT, WIDTH, fundus_like  # a bright disc on a black frame, 24 x 20
 
 #: The two colours of DRIVE's test/2nd_manual/*_manual2.gif palettes, as distributed.
 DRIVE_PALETTE = [4, 2, 4, 252, 254, 252]
-
-
-def fundus(seed: int = 0) -> np.ndarray:
-    """A uint8 RGB picture: a bright reddish disc on a black frame."""
-    rows, cols = np.mgrid[:HEIGHT, :WIDTH]
-    inside = (rows - HEIGHT / 2) ** 2 + (cols - WIDTH / 2) ** 2 < (0.45 * min(HEIGHT, WIDTH)) ** 2
-    noise = np.random.default_rng(seed).integers(0, 30, size=(HEIGHT, WIDTH))
-    picture = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
-    picture[..., 0] = np.where(inside, 180 + noise, 0)
-    picture[..., 1] = np.where(inside, 80 + noise, 0)
-    picture[..., 2] = np.where(inside, 30, 0)
-    return picture
 
 
 def vessels(shift: int = 0) -> np.ndarray:
@@ -126,7 +113,7 @@ def test_drive_test_split_loads_with_its_second_observer(tmp_path: Path) -> None
     fov = np.ones((HEIGHT, WIDTH), dtype=bool)
     fov[:2] = False
     for number in range(1, 21):
-        write(Image.fromarray(fundus(number)), drive / "images" / f"{number:02d}_test.tif")
+        write(Image.fromarray(fundus_like(seed=number)), drive / "images" / f"{number:02d}_test.tif")
         write(grey(vessels()), drive / "1st_manual" / f"{number:02d}_manual1.gif")
         write(grey(fov), drive / "mask" / f"{number:02d}_test_mask.gif")
         palette_gif(drive / "2nd_manual" / f"{number:02d}_manual2.gif", vessels(shift=1), DRIVE_PALETTE)
@@ -147,11 +134,11 @@ def make_stare(root: Path, label_mode: str) -> None:
     stare = root / "STARE"
     for index, name in enumerate(STARE_LABELLED):
         extension = ".ppm.gz" if index % 2 == 0 else ".ppm"  # as distributed, or gunzipped by the user
-        write(Image.fromarray(fundus(index)), stare / "stare-images" / f"{name}{extension}")
+        write(Image.fromarray(fundus_like(seed=index)), stare / "stare-images" / f"{name}{extension}")
         for observer, shift in (("ah", 0), ("vk", 1)):
             label = grey(vessels(shift)).convert(label_mode)
             write(label, stare / f"labels-{observer}" / f"{name}.{observer}{extension}")
-    write(Image.fromarray(fundus()), stare / "stare-images" / "im0006.ppm.gz")  # no label: not a sample
+    write(Image.fromarray(fundus_like()), stare / "stare-images" / "im0006.ppm.gz")  # no label: not a sample
 
 
 @pytest.mark.parametrize("label_mode", ["RGB", "L"])  # colour PPM (P6) with equal channels, or greyscale (P5)
@@ -170,7 +157,7 @@ def test_stare_gzipped_or_plain_ppm_labels_without_fov(tmp_path: Path, label_mod
 def test_stare_gunzipped_beside_its_gzip_is_refused_naming_both(tmp_path: Path) -> None:
     """``gunzip -k`` keeps im0001.ppm.gz beside im0001.ppm: the loader must not pick one silently."""
     make_stare(tmp_path, "L")
-    write(Image.fromarray(fundus()), tmp_path / "STARE" / "stare-images" / "im0001.ppm")
+    write(Image.fromarray(fundus_like()), tmp_path / "STARE" / "stare-images" / "im0001.ppm")
     with pytest.raises(DatasetError, match=r"stare-images: several files could be im0001.ppm.gz "
                                            r"\(im0001.ppm, im0001.ppm.gz\); keep only one"):
         load_dataset("stare", "train", root=tmp_path)
@@ -184,7 +171,7 @@ def test_chase_db1_flat_layout_jpeg_one_bit_labels_estimated_fov(tmp_path: Path)
     for number in range(1, 15):
         for eye in "LR":
             name = f"Image_{number:02d}{eye}"
-            write(Image.fromarray(fundus(number)), chase / f"{name}.jpg", quality=95)
+            write(Image.fromarray(fundus_like(seed=number)), chase / f"{name}.jpg", quality=95)
             write(grey(vessels()).convert("1"), chase / f"{name}_1stHO.png")
             write(grey(vessels(shift=1)).convert("1"), chase / f"{name}_2ndHO.png")
     assert Image.open(chase / "Image_01L_1stHO.png").mode == "1", "precondition: 1-bit PNG, as distributed"
@@ -208,7 +195,7 @@ def make_hrf(root: Path, missing_labels: tuple[str, ...] = ()) -> None:
         for category in ("h", "g", "dr"):
             name = f"{number:02d}_{category}"
             extension = ".JPG" if category == "dr" else ".jpg"  # as in the real archive
-            write(Image.fromarray(fundus(number)), hrf / "images" / f"{name}{extension}", quality=95)
+            write(Image.fromarray(fundus_like(seed=number)), hrf / "images" / f"{name}{extension}", quality=95)
             if name not in missing_labels:
                 write(grey(vessels()), hrf / "manual1" / f"{name}.tif", compression="packbits")
             write(grey(fov).convert("RGB"), hrf / "mask" / f"{name}_mask.tif", compression="tiff_lzw")
@@ -242,7 +229,7 @@ def test_hrf_partial_download_names_missing_labels_or_skips_them(tmp_path: Path)
 def test_kaggle_png_masks_0_255_or_0_1_without_fov(tmp_path: Path, foreground: int) -> None:
     for part, count in (("train", 2), ("test", 1)):
         for index in range(count):
-            write(Image.fromarray(fundus(index)), tmp_path / "Data" / part / "image" / f"{index}.png")
+            write(Image.fromarray(fundus_like(seed=index)), tmp_path / "Data" / part / "image" / f"{index}.png")
             write(grey(vessels(), foreground), tmp_path / "Data" / part / "mask" / f"{index}.png")
     assert np.asarray(Image.open(tmp_path / "Data" / "train" / "mask" / "0.png")).max() == foreground
     train = load_dataset("retina_blood_vessel", "train", root=tmp_path)

@@ -25,27 +25,9 @@ from matplotlib.figure import Figure
 
 from retina_lib import metrics, widgets
 from retina_lib.data.sample import Sample
+from test_plotter import close_figures, make_case  # noqa: F401 (close_figures is an autouse fixture)
 
 CHOSEN = 0.4773  # a threshold chosen on a training split, off the 0.05 grid
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
-
-
-def make_case(seed: int = 0, size: int = 32) -> dict[str, np.ndarray]:
-    """A small picture with three thin vessels, a circular FOV and a noisy probability map."""
-    rng = np.random.default_rng(seed)
-    label = np.zeros((size, size), dtype=bool)
-    label[:, size // 3] = label[size // 2, :] = True
-    label[np.arange(size), np.arange(size)] = True
-    rows, columns = np.mgrid[:size, :size]
-    fov = (rows - size / 2) ** 2 + (columns - size / 2) ** 2 < (size / 2 - 1) ** 2
-    prob = np.clip(0.55 * label + rng.normal(0.2, 0.2, label.shape), 0.0, 1.0).astype(np.float32)
-    image = rng.uniform(0.2, 0.8, (size, size, 3)).astype(np.float32)
-    return {"image": image, "label": label, "fov": fov, "prob": prob}
 
 
 def two_pages() -> tuple[list, list]:
