@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-from ipywidgets import FloatSlider, IntSlider
+from ipywidgets import FloatSlider, IntSlider, SelectionSlider
 from matplotlib.figure import Figure
 
 from retina_lib import metrics, plotter, widgets
@@ -314,7 +314,8 @@ def test_plot_roc_pr_refuses_an_operating_point_for_an_unknown_model():
 # --------------------------------------------------------------------------
 
 def slider_descriptions(widget) -> list[str]:
-    return [child.description for child in widget.children if isinstance(child, (IntSlider, FloatSlider))]
+    return [child.description for child in widget.children
+            if isinstance(child, (IntSlider, FloatSlider, SelectionSlider))]
 
 
 def test_threshold_view_reports_the_scores_at_its_threshold():
@@ -333,8 +334,10 @@ def test_threshold_view_reports_the_scores_at_its_threshold():
 def test_threshold_explorer_has_a_threshold_slider_that_redraws():
     case = make_case()
     explorer = widgets.threshold_explorer(case["prob"], case["label"], case["fov"], case["image"])
-    slider, = [child for child in explorer.children if isinstance(child, FloatSlider)]
-    assert (slider.description, slider.min, slider.max) == ("threshold", 0.05, 0.95)
+    slider, = [child for child in explorer.children if isinstance(child, SelectionSlider)]
+    values = [value for _, value in slider.options]
+    assert (slider.description, values[0], values[-1]) == ("threshold", 0.05, 0.95)
+    explorer.update()  # ipywidgets 8 draws when the explorer is made, 7 when it is first shown
     assert isinstance(explorer.result, Figure) and "0.50" in explorer.result.get_suptitle()
     slider.value = 0.3
     assert "0.30" in explorer.result.get_suptitle()
@@ -366,6 +369,7 @@ def test_shift_explorer_has_its_three_sliders():
     case = make_case()
     explorer = widgets.shift_explorer(case["label"], case["fov"])
     assert slider_descriptions(explorer) == ["shift (px)", "threshold", "blur sigma"]
+    explorer.update()  # ipywidgets 8 draws when the explorer is made, 7 when it is first shown
     assert isinstance(explorer.result, Figure)
 
 
@@ -379,6 +383,7 @@ def test_browse_predictions_pages_through_samples():
     assert slider_descriptions(browser) == ["image", "threshold"]
     index_slider, = [child for child in browser.children if isinstance(child, IntSlider)]
     assert (index_slider.min, index_slider.max) == (0, 1)
+    browser.update()  # ipywidgets 8 draws when the browser is made, 7 when it is first shown
     assert browser.result.get_suptitle().startswith("Image_01L")
     index_slider.value = 1
     assert browser.result.get_suptitle().startswith("image 1")

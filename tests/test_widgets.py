@@ -1,0 +1,211 @@
+"""The explorers behave the same under whatever ipywidgets is installed (8.x here, 7.7.1 on Colab).
+
+CI runs this file in an environment with ipywidgets 8 and in one with Colab's
+7.7.1. Nothing here depends on when a version first draws (8 when the
+explorer is made, 7 when it is first shown): tests call ``update()`` or
+move a slider first.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed; must come before pyplot is imported
+
+import ipywidgets
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from ipywidgets import SelectionSlider
+from matplotlib.figure import Figure
+
+from retina_lib import metrics, widgets
+from retina_lib.data.sample import Sample
+from test_plotter import close_figures, make_case  # noqa: F401 (close_figures is an autouse fixture)
+
+CHOSEN = 0.4773  # a threshold chosen on a training split, off the 0.05 grid
+
+
+def two_pages() -> tuple[list, list]:
+    first, second = make_case(0), make_case(1)
+    samples = [Sample(image=first["image"], label=first["label"], fov=first["fov"], name="Image_11L"),
+               (second["image"], second["label"], second["fov"])]
+    return samples, [first["prob"], second["prob"]]
+
+
+def threshold_slider(explorer) -> SelectionSlider:
+    slider, = [child for child in explorer.children if getattr(child, "description", "") == "threshold"]
+    return slider
+
+
+def bar_values(figure: Figure) -> list[float]:
+    return [bar.get_width() for bar in figure.axes[1].patches]
+
+
+def test_ipywidgets_version_is_one_the_course_supports() -> None:
+    major = int(ipywidgets.__version__.split(".")[0])
+    assert major in (7, 8), f"ipywidgets {ipywidgets.__version__}: the course is tested with 7.7.1 and 8.x"
+
+
+# --- the threshold slider can return to a chosen threshold ---------------------------------
+
+
+def test_threshold_slider_starts_at_the_chosen_threshold_and_offers_the_grid() -> None:
+    samples, probs = two_pages()
+    slider = threshold_slider(widgets.browse_predictions(samples, probs, threshold=CHOSEN))
+    values = [value for _, value in slider.options]
+    labels = [label for label, _ in slider.options]
+    assert slider.value == CHOSEN and CHOSEN in values
+    assert {0.05, 0.45, 0.5, 0.95} <= set(values) and values == sorted(values)
+    assert labels[values.index(CHOSEN)] == "0.4773" and labels[values.index(0.5)] == "0.50"
+
+
+def test_threshold_slider_moves_away_and_back_to_the_chosen_threshold() -> None:
+    samples, probs = two_pages()
+    browser = widgets.browse_predictions(samples, probs, threshold=CHOSEN)
+    slider = threshold_slider(browser)
+    slider.value = 0.6
+    assert "threshold 0.60" in browser.result.get_suptitle()
+    slider.value = CHOSEN
+    assert "threshold 0.4773" in browser.result.get_suptitle()
+    expected = metrics.scores_from_counts(metrics.confusion_counts(probs[0], samples[0].label, samples[0].fov, CHOSEN))
+    np.testing.assert_allclose(bar_values(browser.result), [expected["f1"], expected["precision"],
+                                                            expected["sensitivity"]])
+
+
+def test_a_threshold_on_the_grid_adds_no_extra_step() -> None:
+    case = make_case()
+    slider = threshold_slider(widgets.threshold_explorer(case["prob"], case["label"], case["fov"], threshold=0.5))
+    assert len(slider.options) == len(widgets.THRESHOLD_GRID) and slider.value == 0.5
+
+
+def test_a_threshold_outside_0_1_is_refused() -> None:
+    samples, probs = two_pages()
+    with pytest.raises(ValueError, match="threshold must lie in \\[0, 1\\], got 1.5"):
+        widgets.browse_predictions(samples, probs, threshold=1.5)
+
+
+@pytest.mark.parametrize("threshold, text", [(0.5, "0.50"), (0.35, "0.35"), (0.4773, "0.4773"),
+                                             (0.4248046875, "0.4248"), (1.0, "1.00")])
+def test_threshold_text(threshold: float, text: str) -> None:
+    assert widgets.threshold_text(threshold) == text
+
+
+# --- the prediction browser shows F1, precision and sensitivity -----------------------------
+
+
+def test_prediction_view_shows_f1_precision_and_sensitivity_of_that_image() -> None:
+    samples, probs = two_pages()
+    figure = widgets.prediction_view(samples, probs, index=1, threshold=0.35)
+    expected = metrics.scores_from_counts(metrics.confusion_counts(probs[1], samples[1][1], samples[1][2], 0.35))
+    assert [label.get_text() for label in figure.axes[1].get_yticklabels()] == ["F1", "precision", "sensitivity"]
+    np.testing.assert_allclose(bar_values(figure), [expected["f1"], expected["precision"], expected["sensitivity"]])
+    title = figure.get_suptitle()
+    assert title.startswith("image 1: errors at threshold 0.35")
+    assert f"F1 {expected['f1']:.3f}" in title and f"precision {expected['precision']:.3f}" in title
+    assert f"sensitivity {expected['sensitivity']:.3f}" in title
+
+
+def test_prediction_view_refuses_an_index_past_the_end() -> None:
+    samples, probs = two_pages()
+    with pytest.raises(ValueError, match="index 2 is outside 0..1"):
+        widgets.prediction_view(samples, probs, index=2)
+
+
+# --- every explorer has a static view that draws the same figure -----------------------------
+
+
+def explorers_and_views() -> list[tuple[str, object, object]]:
+    """(name, explorer, the static view at the explorer's starting values)."""
+    case = make_case()
+    samples, probs = two_pages()
+    return [
+        ("threshold", widgets.threshold_explorer(case["prob"], case["label"], case["fov"], case["image"], CHOSEN),
+         lambda: widgets.threshold_view(case["prob"], case["label"], case["fov"], case["image"], CHOSEN)),
+        ("shift", widgets.shift_explorer(case["label"], case["fov"]),
+         lambda: widgets.shift_view(case["label"], case["fov"])),
+        ("browse", widgets.browse_predictions(samples, probs, CHOSEN),
+         lambda: widgets.prediction_view(samples, probs, 0, CHOSEN)),
+    ]
+
+
+def test_each_explorer_starts_on_the_figure_of_its_static_view() -> None:
+    for name, explorer, view in explorers_and_views():
+        explorer.update()
+        static = view()
+        assert explorer.result.get_suptitle() == static.get_suptitle(), name
+        np.testing.assert_allclose(bar_values(explorer.result), bar_values(static), err_msg=name)
+
+
+def test_each_slider_move_displays_one_figure_and_keeps_none_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Undetached, every figure drawn for a slider position would pile up in pyplot and be
+    shown again below the next cell the learner runs."""
+    shown: list[object] = []
+    monkeypatch.setattr(widgets, "display", lambda *objects, **options: shown.extend(objects))
+    case = make_case()
+    explorer = widgets.threshold_explorer(case["prob"], case["label"], case["fov"])
+    slider = threshold_slider(explorer)
+    shown.clear()  # ipywidgets 8 has drawn once already, 7 has not
+    for value in (0.3, 0.4, 0.6, 0.7) * 6:
+        slider.value = value
+    assert len(shown) == 24 and all(isinstance(figure, Figure) for figure in shown)
+    assert plt.get_fignums() == [], "the explorer's figures are not left open in pyplot"
+
+
+def test_explorers_work_with_a_google_colab_module_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Colab ``google.colab`` is importable; nothing may change or break because of it."""
+    google = types.ModuleType("google")
+    colab = types.ModuleType("google.colab")
+    google.colab = colab
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    reloaded = importlib.reload(widgets)
+    try:
+        case = make_case()
+        samples, probs = two_pages()
+        for explorer in (reloaded.threshold_explorer(case["prob"], case["label"], case["fov"]),
+                         reloaded.shift_explorer(case["label"], case["fov"]),
+                         reloaded.browse_predictions(samples, probs, CHOSEN)):
+            slider = threshold_slider(explorer)
+            slider.value = 0.3
+            assert isinstance(explorer.result, Figure) and "threshold 0.30" in explorer.result.get_suptitle()
+    finally:
+        monkeypatch.undo()
+        importlib.reload(widgets)
+
+
+def test_in_a_kernel_the_figure_goes_into_the_explorer_and_nowhere_else(tmp_path) -> None:
+    """Run a small notebook in a real kernel with matplotlib's inline backend, as Jupyter and Colab do.
+
+    nbclient records what the explorer's Output widget receives. After the
+    slider moved three times the widget must hold one figure (the latest),
+    and no figure may leak into a cell's own output (which is where figures
+    left open in pyplot end up, below the next cell run).
+    """
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    repository = str(Path(__file__).resolve().parents[1])
+    cells = [
+        f"import sys\nsys.path.insert(0, {repository!r})\n%matplotlib inline\n"
+        "import numpy as np\nfrom retina_lib import widgets\n"
+        "label = np.eye(32, dtype=bool)\nprob = np.clip(0.7 * label + 0.2, 0, 1)",
+        "explorer = widgets.threshold_explorer(prob, label, threshold=0.4773)\nexplorer",
+        "slider = [child for child in explorer.children if getattr(child, 'description', '') == 'threshold'][0]\n"
+        "for value in (0.3, 0.6, 0.4773):\n    slider.value = value\n"
+        "print(explorer.result.get_suptitle().splitlines()[0])",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", store_widget_state=True,
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert notebook.cells[2].outputs[0]["text"].strip() == "Prediction binarised at threshold 0.4773"
+    for cell in notebook.cells:
+        assert not [output for output in cell.outputs if "image/png" in output.get("data", {})], cell.source
+    state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    held = [output for model in state.values() if model["model_name"] == "OutputModel"
+            for output in model["state"].get("outputs", [])]
+    assert [sorted(output["data"]) for output in held] == [["image/png", "text/plain"]]
