@@ -313,6 +313,8 @@ def _download_to(url: str, destination: Path, sha256: str, limit: int, progress:
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
+            if size is not None and received < size:
+                raise DownloadError(f"the transfer stopped after {received} of the {size} bytes announced")
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
