@@ -11,7 +11,11 @@ notebooks call too. Examples::
 
 Expected failures (a missing file, weights of another network, an unknown
 dataset, an unreadable image) print one line ``error: ...`` and exit with
-status 2; ``--debug`` shows the full traceback instead.
+status 2; ``--debug`` shows the full traceback instead. ``predict`` with
+several images writes the maps of every image it can read and reports the
+others at the end (status 2); outputs that would overwrite an input or each
+other are refused before anything is written. Impossible numbers (``--lr
+inf``, ``--epochs 0``, ``--threshold 2``) are refused while parsing.
 """
 from __future__ import annotations
 
@@ -313,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     prediction = commands.add_parser(
         "predict", parents=[common, device], help="write vessel maps for photographs",
         description="For each IMAGE write NAME_prob.png (probability x 255) and NAME_mask.png "
-                    "(probability >= --threshold) at the image's own resolution.",
+                    "(probability >= --threshold) at the image's own resolution. Outputs that would "
+                    "overwrite an input, or that two inputs would share, are refused before anything "
+                    "is written.",
     )
     prediction.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
     prediction.add_argument("--weights", type=Path, required=True, metavar="PATH", help="linknet.pth or checkpoint.pth")

@@ -125,16 +125,20 @@ def save_curves(history: Mapping[str, list[float]], run_dir: Path) -> None:
 # One run at a time
 # --------------------------------------------------------------------------
 
-def _try_lock(descriptor: int) -> None:
-    """Lock an open file exclusively without waiting; BlockingIOError (or PermissionError) if it is held."""
+def _try_lock(descriptor: int) -> bool:
+    """Lock an open file exclusively without waiting: True if locked, False if another process holds it."""
     if fcntl is not None:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    elif msvcrt is not None:
-        os.lseek(descriptor, 0, os.SEEK_SET)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+    os.lseek(descriptor, 0, os.SEEK_SET)
+    try:
         msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
-    else:
-        raise OSError("this system offers neither fcntl nor msvcrt file locks, so a run folder cannot be "
-                      "protected from a second run; train with out_dir=None (save nothing)")
+    except OSError:  # Windows reports a held lock as a permission or deadlock error
+        return False
+    return True
 
 
 class RunFolderLock:
@@ -151,19 +155,24 @@ class RunFolderLock:
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`RunFolderInUseError` naming the process that holds it."""
+        if fcntl is None and msvcrt is None:
+            raise OSError(f"cannot lock the run folder {self.path.parent}: this system offers neither fcntl nor "
+                          f"msvcrt file locks, so the folder cannot be protected from a second run; train with "
+                          f"out_dir=None (save nothing)")
         while True:
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                _try_lock(descriptor)
-            except (BlockingIOError, PermissionError):
+                locked = _try_lock(descriptor)
+            except OSError as error:
+                os.close(descriptor)
+                raise OSError(f"cannot lock the run folder {self.path.parent} ({error}); its file system may not "
+                              f"support locks (a network drive?): train into a local folder") from error
+            if not locked:
                 os.close(descriptor)
                 raise RunFolderInUseError(
                     f"{self.path.parent} is in use by another training run ({self._holder()}): two runs in one "
                     f"folder would mix their files; wait for it to end, or choose another out_dir (--out)"
-                ) from None
-            except BaseException:
-                os.close(descriptor)
-                raise
+                )
             if self._still_named(descriptor):
                 break
             # The previous holder deleted the file between our open and our lock: lock the new one.
@@ -190,10 +199,16 @@ class RunFolderLock:
         """Delete the lock file and let go of the lock (a second call does nothing)."""
         if self._descriptor is None:
             return
-        with contextlib.suppress(OSError):  # Windows cannot delete an open file: it stays, harmless
+        try:  # deleted while still held, so nobody can lock the file just before it disappears
             self.path.unlink()
+            deleted = True
+        except OSError:  # Windows cannot delete an open file
+            deleted = False
         os.close(self._descriptor)  # closing the file releases the lock
         self._descriptor = None
+        if not deleted:  # on Windows this fails if another process has opened it meanwhile: it stays, harmless
+            with contextlib.suppress(OSError):
+                self.path.unlink()
 
     def __enter__(self) -> RunFolderLock:
         self.acquire()

@@ -70,6 +70,14 @@ def test_link_chains_are_refused_with_nothing_extracted(tmp_path: Path, monkeypa
     assert nothing_escaped(tmp_path)
 
 
+def test_nothing_is_written_through_a_link_even_one_inside(tmp_path: Path) -> None:
+    archive = tar_of(tmp_path / "through.tar", ("data", "dir", b""), ("alias", "symlink", b"data"),
+                     ("alias/new.txt", "file", b"x"))
+    with pytest.raises(DownloadError, match="'alias/new.txt', it would be written through a symbolic link"):
+        extract_safely(archive, tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+
+
 def test_links_inside_the_target_still_work_without_the_python_filter(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(tarfile, "data_filter", raising=False)
@@ -214,19 +222,16 @@ def assert_nothing_kept(root: Path) -> None:
     assert not (root / "CHASEDB1").exists()
 
 
-def test_an_endless_download_stops_at_the_recorded_size(tmp_path: Path, hostile: HostileServer,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    point_chase_at(monkeypatch, tmp_path, hostile.url("endless"), size=1_000_000)
-    with pytest.raises(DownloadError, match="stopped after .* bytes: more than the expected 1000000"):
-        download("chase_db1", tmp_path / "root", progress=False)
-    assert_nothing_kept(tmp_path / "root")
-
-
-def test_without_a_recorded_size_the_general_cap_applies(tmp_path: Path, hostile: HostileServer,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    point_chase_at(monkeypatch, tmp_path, hostile.url("endless"), size=None)
-    monkeypatch.setattr(download_module, "MAX_DOWNLOAD_BYTES", 3_000_000)
-    with pytest.raises(DownloadError, match="more than the expected 3000000"):
+@pytest.mark.parametrize("recorded, general", [(1_000_000, None), (None, 3_000_000)],
+                         ids=["the archive's recorded size", "the general cap without one"])
+def test_an_endless_download_stops_at_the_limit(tmp_path: Path, hostile: HostileServer,
+                                                monkeypatch: pytest.MonkeyPatch, recorded: int | None,
+                                                general: int | None) -> None:
+    point_chase_at(monkeypatch, tmp_path, hostile.url("endless"), size=recorded)
+    if general is not None:
+        monkeypatch.setattr(download_module, "MAX_DOWNLOAD_BYTES", general)
+    limit = recorded or general
+    with pytest.raises(DownloadError, match=f"stopped after .* bytes: more than the expected {limit}"):
         download("chase_db1", tmp_path / "root", progress=False)
     assert_nothing_kept(tmp_path / "root")
 
@@ -245,7 +250,8 @@ def test_an_interrupted_transfer_is_refused_and_leaves_nothing(tmp_path: Path, h
     total = (tmp_path / "CHASEDB1.zip").stat().st_size
     half = total // 2
     point_chase_at(monkeypatch, tmp_path, hostile.url(f"{how}/{half}"), size=None)
-    with pytest.raises(DownloadError, match=f"stopped after {half} of the {total} bytes" if how == "cut" else "sha256 mismatch"):
+    expected = f"stopped after {half} of the {total} bytes" if how == "cut" else "sha256 mismatch"
+    with pytest.raises(DownloadError, match=expected):
         download("chase_db1", tmp_path / "root", progress=False)
     assert_nothing_kept(tmp_path / "root")
 

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,11 +38,23 @@ TESTS = Path(__file__).resolve().parent
 SAFETY_NET_SECONDS = 600  # only reached if something hangs
 
 
-def start_gated_run(out_dir: Path, gate_epoch: int) -> subprocess.Popen:
+@pytest.fixture
+def started() -> Iterator[list[subprocess.Popen]]:
+    """Processes a test starts; any still running when it ends (a failed test) are killed."""
+    processes: list[subprocess.Popen] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def start_gated_run(out_dir: Path, gate_epoch: int, started: list[subprocess.Popen]) -> subprocess.Popen:
     """Start tests/gated_run.py; return once it waits inside ``gate_epoch`` (run folder locked)."""
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen([sys.executable, str(TESTS / "gated_run.py"), str(out_dir), str(gate_epoch)],
                                env=environment, stderr=subprocess.PIPE, text=True)
+    started.append(process)
     waiting = out_dir.with_name(out_dir.name + ".waiting")
     deadline = time.monotonic() + SAFETY_NET_SECONDS
     while not waiting.exists():
@@ -62,9 +75,9 @@ def let_go(out_dir: Path) -> None:
 # kill -9, then resume
 # --------------------------------------------------------------------------
 
-def test_kill_9_in_the_middle_of_an_epoch_then_resume_gives_the_same_run(tmp_path: Path) -> None:
+def test_kill_9_in_the_middle_of_an_epoch_then_resume_gives_the_same_run(tmp_path: Path, started) -> None:
     run_dir = tmp_path / "killed"
-    process = start_gated_run(run_dir, gate_epoch=2)
+    process = start_gated_run(run_dir, gate_epoch=2, started=started)
     assert torch.load(run_dir / CHECKPOINT_FILE, weights_only=True)["epoch"] == 1
     assert (run_dir / LOCK_FILE).is_file()
     os.kill(process.pid, signal.SIGKILL)
@@ -82,12 +95,13 @@ def test_kill_9_in_the_middle_of_an_epoch_then_resume_gives_the_same_run(tmp_pat
     assert not (run_dir / LOCK_FILE).exists(), "a run that ends normally deletes its lock file"
 
 
-def test_the_lock_dies_with_a_killed_process(tmp_path: Path) -> None:
+def test_the_lock_dies_with_a_killed_process(tmp_path: Path, started) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys; from retina_lib.run_folder import RunFolderLock; "
                                "lock = RunFolderLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
                                "sys.stdin.read()", str(tmp_path)],
         env={**os.environ, "PYTHONPATH": str(TESTS.parent)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    started.append(holder)
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(RunFolderInUseError, match=f"in use by another training run \\(process {holder.pid}"):
         RunFolderLock(tmp_path).acquire()
@@ -101,9 +115,10 @@ def test_the_lock_dies_with_a_killed_process(tmp_path: Path) -> None:
 # Two runs into one folder
 # --------------------------------------------------------------------------
 
-def test_a_second_run_into_a_busy_folder_is_refused_and_the_first_finishes_intact(tmp_path: Path, capsys) -> None:
+def test_a_second_run_into_a_busy_folder_is_refused_and_the_first_finishes_intact(tmp_path: Path, capsys,
+                                                                                   started) -> None:
     run_dir = tmp_path / "shared"
-    first = start_gated_run(run_dir, gate_epoch=1)  # locked, nothing written yet: the old check passed here
+    first = start_gated_run(run_dir, gate_epoch=1, started=started)  # locked, nothing written: the old check passed
     assert not (run_dir / CHECKPOINT_FILE).exists()
 
     with pytest.raises(RunFolderInUseError, match=f"in use by another training run \\(process {first.pid}"):
@@ -214,7 +229,7 @@ def test_temporary_names_are_unique_and_cleaned_up(tmp_path: Path) -> None:
 
 
 
-def test_kill_9_of_the_command_line_then_resume_gives_the_same_history(tmp_path: Path, capsys) -> None:
+def test_kill_9_of_the_command_line_then_resume_gives_the_same_history(tmp_path: Path, capsys, started) -> None:
     """The same through ``python -m retina_lib train``, killed as soon as its first checkpoint appears."""
     arguments = ["train", "--dataset", "synthetic", "--synthetic-n", "3", "--synthetic-size", "64", "--epochs", "2",
                  "--samples-per-epoch", "8", "--batch-size", "2", "--resize", "64", "--val-count", "1",
@@ -222,6 +237,7 @@ def test_kill_9_of_the_command_line_then_resume_gives_the_same_history(tmp_path:
     run_dir = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, "-m", "retina_lib", *arguments, "--out", str(run_dir)],
                                env={**os.environ, "PYTHONPATH": str(TESTS.parent)}, stderr=subprocess.DEVNULL)
+    started.append(process)
     deadline = time.monotonic() + SAFETY_NET_SECONDS
     while not (run_dir / CHECKPOINT_FILE).exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)

@@ -79,7 +79,8 @@ def test_a_malicious_pickle_runs_no_code_through_any_loading_path(tmp_path: Path
     evil = malicious_weights(tmp_path / "evil.pth", marker, full_checkpoint)
     with pytest.raises(WeightsError, match="refused: it holds Python objects \\(io.open\\)") as error:
         load_weights(evil)
-    assert "weights_only=False" not in str(error.value), "never relay torch's advice to load unsafely"
+    assert "weights_only" not in str(error.value) and "likely succeed" not in str(error.value), \
+        "never relay torch's advice to load with weights_only=False"
 
     image = photo(tmp_path / "photo.png")
     status, _, err = run(capsys, "predict", str(image), "--weights", str(evil), "--device", "cpu")
@@ -130,7 +131,7 @@ def test_broken_weights_are_refused_before_predicting(tmp_path: Path, capsys, li
     image = photo(tmp_path / "photo.png")
     status, _, err = run(capsys, "predict", str(image), "--weights", str(weights), "--device", "cpu")
     assert_one_line_error(status, err, message)
-    assert "weights_only=False" not in err
+    assert "weights_only" not in err and "likely succeed" not in err, "torch's advice to load unsafely"
     assert not (tmp_path / "photo_prob.png").exists() and not (tmp_path / "photo_mask.png").exists()
 
 
