@@ -11,14 +11,20 @@ notebooks call too. Examples::
 
 Expected failures (a missing file, weights of another network, an unknown
 dataset, an unreadable image) print one line ``error: ...`` and exit with
-status 2; ``--debug`` shows the full traceback instead.
+status 2; ``--debug`` shows the full traceback instead. ``predict`` with
+several images writes the maps of every image it can read and reports the
+others at the end (status 2); outputs that would overwrite an input or each
+other are refused before anything is written. Impossible numbers (``--lr
+inf``, ``--epochs 0``, ``--threshold 2``) are refused while parsing.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,6 +38,7 @@ from .engine import AMP_CHOICES, OPTIMISE_CHOICES, NonFiniteLossError
 from .evaluation import evaluate, format_table
 from .inference import predict
 from .recipes import RECIPES, recipe, train_recipe
+from .run_folder import write_atomically
 from .training import (
     BEST_WEIGHTS_FILE,
     TrainConfig,
@@ -53,6 +60,9 @@ INTERRUPTED_STATUS = 130
 #: line. ValueError covers DatasetError, WeightsError and ResumeError; OSError
 #: covers missing files and an existing run folder.
 EXPECTED_ERRORS = (ValueError, OSError, NonFiniteLossError, DownloadError)
+
+#: Library argument names in error messages, and the options that set them on the command line.
+OPTION_NAMES = {"Pass skip_incomplete=True": "Pass --skip-incomplete"}
 
 
 # --------------------------------------------------------------------------
@@ -109,7 +119,20 @@ def command_train(args: argparse.Namespace) -> None:
     print(f"weights: {out_dir / BEST_WEIGHTS_FILE}")
 
 
+def check_json_path(path: Path) -> None:
+    """Refuse an unusable ``--json`` path before the evaluation, not after it."""
+    if path.is_dir():
+        raise IsADirectoryError(f"--json {path} is a folder; give a file name, e.g. {path / 'results.json'}")
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise NotADirectoryError(f"--json {path}: {folder} is a file, so nothing can be written below it")
+            break
+
+
 def command_evaluate(args: argparse.Namespace) -> None:
+    if args.json is not None:
+        check_json_path(args.json)
     model = load_weights(args.weights).to(pick_device(args.device))
     options = dataset_options(args)
     test_samples = load_dataset(args.dataset, split=args.split, root=args.data_dir, **options)
@@ -120,28 +143,71 @@ def command_evaluate(args: argparse.Namespace) -> None:
     print(format_table(results))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2, default=float))
+        text = json.dumps(results, indent=2, default=float)
+        write_atomically(args.json, lambda path: path.write_text(text))
         print(f"results: {args.json}")
 
 
-def save_prediction(probability: np.ndarray, threshold: float, out_dir: Path, name: str) -> tuple[Path, Path]:
-    """Write ``NAME_prob.png`` (probability x 255, 8-bit) and ``NAME_mask.png`` (probability >= threshold)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    probability_path, mask_path = out_dir / f"{name}_prob.png", out_dir / f"{name}_mask.png"
+def prediction_paths(image_path: Path, out_dir: Optional[Path]) -> tuple[Path, Path]:
+    """Where ``predict`` writes the maps of ``image_path``: ``NAME_prob.png`` and ``NAME_mask.png``."""
+    name, _ = split_extension(image_path)
+    folder = out_dir if out_dir is not None else image_path.parent
+    return folder / f"{name}_prob.png", folder / f"{name}_mask.png"
+
+
+def _same_file_key(path: Path) -> str:
+    """A key equal for two spellings of one path (relative or absolute, through links, case on Windows)."""
+    return os.path.normcase(str(Path(path).resolve()))
+
+
+def check_prediction_paths(images: Sequence[Path], out_dir: Optional[Path]) -> None:
+    """Refuse, before anything is written, outputs that would overwrite an input or each other.
+
+    ``predict scan.png scan.jpg`` would write both maps to ``scan_prob.png``,
+    and ``predict scan.png scan_prob.png`` would overwrite the second input
+    before reading it.
+    """
+    inputs = {_same_file_key(image): image for image in images}
+    written_by: dict[str, Path] = {}
+    for image in images:
+        for output in prediction_paths(image, out_dir):
+            key = _same_file_key(output)
+            if key in inputs:
+                raise ValueError(f"predicting {image} would overwrite the input {inputs[key]} with {output}; "
+                                 f"rename that input or write elsewhere with --out")
+            if key in written_by:
+                other = written_by[key]
+                reason = "the same image is given twice" if _same_file_key(other) == _same_file_key(image) \
+                    else f"{other} and {image} have the same name"
+                raise ValueError(f"two inputs would both write {output} ({reason}); nothing was written: "
+                                 f"predict them in separate commands with different --out folders")
+            written_by[key] = image
+
+
+def save_prediction(probability: np.ndarray, threshold: float, paths: tuple[Path, Path]) -> None:
+    """Write the probability map (x 255, 8-bit) and the mask (probability >= threshold) to ``paths``."""
+    probability_path, mask_path = paths
+    probability_path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.round(probability * 255).astype(np.uint8)).save(probability_path)
     Image.fromarray((probability >= threshold).astype(np.uint8) * 255).save(mask_path)
-    return probability_path, mask_path
 
 
 def command_predict(args: argparse.Namespace) -> None:
-    if not 0.0 <= args.threshold <= 1.0:
-        raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    check_prediction_paths(args.images, args.out)
     model = load_weights(args.weights).to(pick_device(args.device))
-    for image_path in args.images:
-        probability = predict(model, read_image(image_path), tta=args.tta)
-        name, _ = split_extension(image_path)
-        written = save_prediction(probability, args.threshold, args.out or image_path.parent, name)
-        print(f"{image_path} -> {written[0]}, {written[1]}")
+    failures = []
+    for image_path in args.images:  # one unreadable image does not stop the others
+        paths = prediction_paths(image_path, args.out)
+        try:
+            probability = predict(model, read_image(image_path), tta=args.tta)
+            save_prediction(probability, args.threshold, paths)
+        except (ValueError, OSError) as error:
+            failures.append(f"{image_path}: {' '.join(str(error).splitlines())}")
+            continue
+        print(f"{image_path} -> {paths[0]}, {paths[1]}")
+    if failures:
+        raise ValueError(f"{len(failures)} of {len(args.images)} image(s) could not be predicted "
+                         f"(the others were written): " + "; ".join(failures))
 
 
 def command_download(args: argparse.Namespace) -> None:
@@ -152,11 +218,35 @@ def command_download(args: argparse.Namespace) -> None:
 # Arguments
 # --------------------------------------------------------------------------
 
+def _number_type(convert: Callable[[str], Any], accepts: Callable[[Any], bool], wanted: str) -> Callable[[str], Any]:
+    """An argparse ``type`` that converts with ``convert`` and refuses values ``accepts`` rejects."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}") from None
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}")
+        return value
+
+    parse.__name__ = wanted  # argparse names the type in some messages
+    return parse
+
+
+#: Argument types that refuse, while parsing, what would fail (or give NaN) much later.
+positive_int = _number_type(int, lambda value: value >= 1, "a whole number of at least 1")
+non_negative_int = _number_type(int, lambda value: value >= 0, "a whole number of 0 or more")
+positive_float = _number_type(float, lambda value: math.isfinite(value) and value > 0,
+                              "a positive finite number")
+probability = _number_type(float, lambda value: 0.0 <= value <= 1.0, "a number between 0 and 1")
+
+
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, metavar="NAME", help=f"one of {', '.join(DATASET_NAMES)}")
     parser.add_argument("--data-dir", type=Path, metavar="DIR", help="where the datasets are (default: the library's)")
-    parser.add_argument("--synthetic-n", type=int, metavar="N", help="number of synthetic images")
-    parser.add_argument("--synthetic-size", type=int, metavar="PX", help="side of the synthetic images")
+    parser.add_argument("--synthetic-n", type=positive_int, metavar="N", help="number of synthetic images")
+    parser.add_argument("--synthetic-size", type=positive_int, metavar="PX", help="side of the synthetic images")
     parser.add_argument("--skip-incomplete", action="store_true",
                         help="skip images whose label or mask is missing (with a warning naming them) "
                              "instead of stopping")
@@ -185,22 +275,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the recipe to start from (default: %(default)s, the original course material's: "
                             "512x512 resize, Dice + IoU, Adam 1e-4, batch 4, 100 epochs); the options below "
                             "change single settings of it")
-    train.add_argument("--epochs", type=int, help=f"passes over the data (original: {defaults.epochs})")
-    train.add_argument("--batch-size", type=int, help=f"images per step (original: {defaults.batch_size})")
-    train.add_argument("--lr", type=float, help=f"Adam's learning rate (original: {defaults.lr})")
+    train.add_argument("--epochs", type=positive_int, help=f"passes over the data (original: {defaults.epochs})")
+    train.add_argument("--batch-size", type=positive_int, help=f"images per step (original: {defaults.batch_size})")
+    train.add_argument("--lr", type=positive_float, help=f"Adam's learning rate (original: {defaults.lr})")
     train.add_argument("--loss", choices=OPTIMISE_CHOICES, help=f"what to minimise (original: {defaults.optimise})")
     train.add_argument("--schedule", choices=["cosine", "constant"], help="learning-rate schedule (original: constant)")
     size = train.add_mutually_exclusive_group()
-    size.add_argument("--resize", type=int, metavar="PX",
+    size.add_argument("--resize", type=positive_int, metavar="PX",
                       help=f"train on whole images resized to PX x PX (original: {defaults.size})")
-    size.add_argument("--crop", type=int, metavar="PX", help="train on random PX x PX crops at native resolution")
-    train.add_argument("--samples-per-epoch", type=int, metavar="N",
+    size.add_argument("--crop", type=positive_int, metavar="PX",
+                      help="train on random PX x PX crops at native resolution")
+    train.add_argument("--samples-per-epoch", type=positive_int, metavar="N",
                        help="images per epoch (original: one per training image)")
-    train.add_argument("--val-count", type=int, metavar="N",
+    train.add_argument("--val-count", type=non_negative_int, metavar="N",
                        help=f"training images held out for validation, 0 for none (original: {defaults.val_count})")
     train.add_argument("--seed", type=int, help=f"seed (original: {defaults.seed})")
     train.add_argument("--amp", choices=AMP_CHOICES, default="auto", help="mixed precision (default: %(default)s)")
-    train.add_argument("--num-workers", type=int, default=0, metavar="N", help="data-loading processes (default: 0)")
+    train.add_argument("--num-workers", type=non_negative_int, default=0, metavar="N",
+                       help="data-loading processes (default: 0)")
     train.add_argument("--resident", choices=list(RESIDENT_OPTIONS), default="auto",
                        help="keep the training images on the device and augment them there "
                             "(default: %(default)s, which means on CUDA GPUs)")
@@ -216,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataset_arguments(evaluation)
     evaluation.add_argument("--weights", type=Path, required=True, metavar="PATH", help="linknet.pth or checkpoint.pth")
     evaluation.add_argument("--split", default="test", help="default: %(default)s")
-    evaluation.add_argument("--threshold", type=float, help="fixed threshold instead of one chosen on the train split")
+    evaluation.add_argument("--threshold", type=probability,
+                            help="fixed threshold instead of one chosen on the train split")
     evaluation.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
     evaluation.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
     evaluation.set_defaults(handler=command_evaluate)
@@ -224,12 +317,14 @@ def build_parser() -> argparse.ArgumentParser:
     prediction = commands.add_parser(
         "predict", parents=[common, device], help="write vessel maps for photographs",
         description="For each IMAGE write NAME_prob.png (probability x 255) and NAME_mask.png "
-                    "(probability >= --threshold) at the image's own resolution.",
+                    "(probability >= --threshold) at the image's own resolution. Outputs that would "
+                    "overwrite an input, or that two inputs would share, are refused before anything "
+                    "is written.",
     )
     prediction.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
     prediction.add_argument("--weights", type=Path, required=True, metavar="PATH", help="linknet.pth or checkpoint.pth")
     prediction.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: beside each image)")
-    prediction.add_argument("--threshold", type=float, default=0.5, help="default: %(default)s")
+    prediction.add_argument("--threshold", type=probability, default=0.5, help="default: %(default)s")
     prediction.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
     prediction.set_defaults(handler=command_predict)
 
@@ -250,6 +345,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.debug:
             raise
         message = " ".join(str(error).splitlines()) or type(error).__name__
+        for library_words, option_words in OPTION_NAMES.items():
+            message = message.replace(library_words, option_words)
         print(f"error: {message}", file=sys.stderr)
         return ERROR_STATUS
     except KeyboardInterrupt:

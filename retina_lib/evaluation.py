@@ -27,6 +27,7 @@ refer to these rounded maps, so they agree with each other exactly.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -38,12 +39,15 @@ from .baselines import frangi_vesselness
 from .data.sample import Sample
 from .inference import predict
 from .metrics import (
+    METRIC_NAMES,
     ConfusionCounts,
     ScoreHistogram,
+    auc_pr,
     best_f1_threshold,
     confusion_counts,
     metrics_from,
     score_histogram,
+    scores_from_counts,
 )
 
 #: A second observer's label is a hard 0/1 map: any threshold in (0, 1] gives
@@ -80,7 +84,8 @@ class Scorecard:
         """Score one map of ``sample`` (probabilities, or a bool mask) inside its FOV."""
         counts = confusion_counts(prob, sample.label, sample.fov, self.threshold)
         histogram = score_histogram(prob, sample.label, sample.fov)
-        self.per_image.append({"name": sample.name, **metrics_from(counts, histogram, self.threshold)})
+        scores = image_metrics(counts, histogram, self.threshold, sample.name)
+        self.per_image.append({"name": sample.name, **scores})
         self.counts = self.counts + counts
         self.histogram = histogram if self.histogram is None else self.histogram + histogram
 
@@ -90,6 +95,37 @@ class Scorecard:
             raise ValueError("no image was scored")
         return {**metrics_from(self.counts, self.histogram, self.threshold),
                 "per_image": self.per_image, "n_images": len(self.per_image)}
+
+
+def image_metrics(counts: ConfusionCounts, histogram: ScoreHistogram, threshold: float,
+                  name: str) -> dict[str, Optional[float]]:
+    """One image's metrics; its AUCs are None (with a warning naming it) where they are undefined.
+
+    A label without vessel pixels inside the FOV (or without background) has
+    no ROC curve: there is no pair of a vessel and a background pixel to
+    rank. That image's own AUC-ROC (and, without vessels, AUC-PR) is then
+    undefined, but its pixels still count in the pooled scores, which are
+    well defined as long as some image has vessels.
+    """
+    if histogram.total_positives and histogram.total_negatives:
+        return metrics_from(counts, histogram, threshold)
+    missing = "vessel" if not histogram.total_positives else "background"
+    undefined = "AUC-ROC and AUC-PR are" if not histogram.total_positives else "AUC-ROC is"
+    warnings.warn(f"image {name!r}: its label has no {missing} pixels inside the FOV, so its own {undefined} "
+                  f"undefined (None in per_image); it still counts in the pooled scores", stacklevel=3)
+    scores: dict[str, Optional[float]] = dict(scores_from_counts(counts))
+    scores["auc_roc"] = None
+    scores["auc_pr"] = auc_pr(histogram) if histogram.total_positives else None
+    scores["threshold"] = float(threshold)
+    return {metric: scores[metric] for metric in METRIC_NAMES}
+
+
+def _predict_sample(model: nn.Module, sample: Sample, tta: bool) -> np.ndarray:
+    """:func:`predict` for one sample; an image it cannot take (too small, say) is named in the error."""
+    try:
+        return predict(model, sample.image, tta=tta)
+    except ValueError as error:
+        raise ValueError(f"sample {sample.name!r}: {error}") from error
 
 
 def _check_threshold(threshold: float) -> float:
@@ -119,7 +155,7 @@ def choose_thresholds(
         _check_labelled(sample, "train_samples")
         maps = {}
         if model is not None:
-            maps["model"] = predict(model, sample.image, tta=tta)
+            maps["model"] = _predict_sample(model, sample, tta)
         if frangi:
             maps["frangi"] = frangi_vesselness(sample.image, sample.fov)
         for name, prob in maps.items():
@@ -167,7 +203,9 @@ def evaluate(
     Returns:
         ``f1, iou, accuracy, sensitivity, specificity, precision, auc_roc,
         auc_pr, threshold`` (pooled), ``per_image`` (a list of dicts with
-        ``name`` and the same keys) and ``n_images``. Where computed,
+        ``name`` and the same keys; an image whose label has no vessel pixels
+        in its FOV has ``auc_roc`` and ``auc_pr`` None, see
+        :func:`image_metrics`) and ``n_images``. Where computed,
         ``second_observer`` and ``frangi`` hold dicts of the same form.
         With ``return_probabilities``, ``probabilities`` (a list of arrays).
     """
@@ -192,7 +230,7 @@ def evaluate(
     probabilities = []
     for sample in tqdm(test_samples, desc="evaluating on test", disable=not progress):
         _check_labelled(sample, "test_samples")
-        prob = predict(model, sample.image, tta=tta)
+        prob = _predict_sample(model, sample, tta)
         model_card.add(sample, rounded_scores(prob))
         if return_probabilities:
             probabilities.append(prob)

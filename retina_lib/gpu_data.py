@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .data.sample import Sample
-from .data.training_set import MIN_SIZE, SegmentationDataset, _checked_arrays
+from .data.training_set import MIN_SIZE, SegmentationDataset, checked_arrays
 from .data.transforms import Arrays, Augment, pad_to_at_least, resize
 
 #: The ways DeviceBatches can cut pictures into training images ("full"
@@ -139,7 +139,7 @@ class DeviceBatches:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        arrays = [_checked_arrays(sample) for sample in samples]  # the same checks as SegmentationDataset
+        arrays = [checked_arrays(sample) for sample in samples]  # the same checks as SegmentationDataset
         self._setup(arrays, [sample.name for sample in samples], batch_size, mode, size, device, augment,
                     seed, samples_per_epoch, shuffle, rank, world_size)
 
@@ -157,7 +157,7 @@ class DeviceBatches:
         if not isinstance(dataset, SegmentationDataset):
             raise TypeError(f"from_dataset needs a SegmentationDataset, got {type(dataset).__name__}")
         batches = cls.__new__(cls)
-        pictures = list(dataset._arrays)  # its decoded pictures (already resized in "resize" mode)
+        pictures = list(dataset.pictures)  # its decoded pictures (already resized in "resize" mode)
         batches._setup(pictures, list(dataset.names), batch_size, dataset.mode, dataset.size,
                        device, dataset.augmentation or False, dataset.seed, dataset.samples_per_epoch, shuffle,
                        rank, world_size)

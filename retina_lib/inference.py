@@ -286,6 +286,9 @@ def predict(
             across it. None: :func:`default_overlap` (a quarter of the tile).
         device: where to compute; None means the model's device. Giving a
             different device than the model's is an error (move the model).
+
+    Raises ValueError if the network's output is NaN or infinite anywhere
+    (a diverged network), rather than returning a map that looks empty.
     """
     compute_device = _check_device(model, device)
     tensor = _image_tensor(image)
@@ -308,7 +311,16 @@ def predict(
                 prob = _predict_tiled(model, tensor, tile_size, overlap, tta, compute_device)
     finally:
         model.train(was_training)
+    _check_finite(prob)
     return prob.astype(np.float32, copy=False)
+
+
+def _check_finite(prob: np.ndarray) -> None:
+    """Refuse a map with NaN or infinite values: thresholded, it would silently say "no vessel" there."""
+    broken = int(np.count_nonzero(~np.isfinite(prob)))
+    if broken:
+        raise ValueError(f"the network's output is NaN or infinite for {broken} of {prob.size} pixels: its "
+                         f"weights (or the image) hold NaN or infinite values, so there is no prediction to give")
 
 
 def predict_samples(

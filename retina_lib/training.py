@@ -1,4 +1,4 @@
-"""Training for many epochs: :func:`fit`, its checkpoints, and resuming an interrupted run.
+"""Training for many epochs: :func:`fit` and the recipe it follows, :class:`TrainConfig`.
 
 :func:`fit` repeats :class:`~retina_lib.engine.Train` and
 :class:`~retina_lib.engine.Evaluate` for a number of epochs and takes care of
@@ -18,50 +18,58 @@ The files written into ``out_dir`` after every epoch:
 * ``history.json`` - the losses so far; ``curves.png`` - their plot (redrawn
   at most once a minute, see :data:`CURVES_INTERVAL_SECONDS`, and at the end).
 
+The jobs around the epoch loop live in their own modules, each named after it:
+
+* :mod:`retina_lib.run_folder` - the run folder: one run at a time (a lock),
+  files written whole or not at all;
+* :mod:`retina_lib.checkpoints` - what ``checkpoint.pth`` holds, saving a run
+  and checking a checkpoint before resuming from it;
+* :mod:`retina_lib.weights` - loading ``linknet.pth`` safely (:func:`load_weights`);
+* :mod:`retina_lib.batches` - the DataLoader, or batches kept on the GPU;
+* :mod:`retina_lib.distributed` - several processes under ``torchrun``.
+
+Their public names are imported here too, so ``from retina_lib.training import
+load_weights, ResumeError, ...`` keeps working.
+
 Several processes: launched by ``torchrun --nproc_per_node N -m retina_lib
 train ...`` (see :func:`start_distributed`), N copies of :func:`fit` run side by
 side, one per GPU (or CPU process). Each trains on its own share of every
 epoch, DistributedDataParallel averages their gradients so that all keep the
 same weights, and only the first process (rank 0) writes files and shows
 progress. ``batch_size`` is per process: the effective batch is N times larger.
-
-The ``.pth`` files hold only tensors, dicts, lists, numbers and strings, so they
-load with ``torch.load(path, weights_only=True)``, which cannot run code hidden
-in a downloaded file. Each file is first written under a temporary name in the
-same folder and then renamed over the old one (``os.replace`` is atomic), so a
-crash or Ctrl+C while saving never leaves a half-written file.
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import math
-import os
-import pickle
-import random
-import re
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from . import plotter
-from .data.sample import Sample
+from .batches import item_count, make_batches, start_epoch, use_resident_data
+from .checkpoints import RunState, load_checkpoint, run_settings, settings_differences
 from .data import SegmentationDataset
+from .data.sample import Sample
 from .device import pick_device, seed_everything
+from .distributed import (
+    mean_over_processes,
+    process_rank_and_count,
+    share_buffers,
+    start_distributed,
+    stop_distributed,
+)
 from .engine import (
     OPTIMISE_CHOICES,
-    EpochResult,
     Evaluate,
     NonFiniteLossError,
     Train,
@@ -70,20 +78,23 @@ from .engine import (
     default_amp,
     default_channels_last,
 )
-from .gpu_data import DEVICE_MODES, DeviceBatches
-from .model import LinkNet
+from .run_folder import (
+    BEST_WEIGHTS_FILE,
+    CHECKPOINT_FILE,
+    CURVES_FILE,
+    HISTORY_FILE,
+    ResumeError,
+    open_run_folder,
+)
+from .weights import WeightsError, load_weights
 
 __all__ = [
     "TrainConfig", "fit", "load_weights", "split_validation", "training_datasets",
     "ResumeError", "WeightsError", "NonFiniteLossError", "default_amp", "default_channels_last",
     "start_distributed", "stop_distributed", "process_rank_and_count",
     "BEST_WEIGHTS_FILE", "CHECKPOINT_FILE", "HISTORY_FILE", "CURVES_FILE",
+    "settings_differences", "use_resident_data",
 ]
-
-BEST_WEIGHTS_FILE = "linknet.pth"
-CHECKPOINT_FILE = "checkpoint.pth"
-HISTORY_FILE = "history.json"
-CURVES_FILE = "curves.png"
 
 #: fit's arguments that define WHAT is computed; they must match to resume.
 #: The others (device, amp, channels_last, resident, num_workers, progress) say HOW, so a
@@ -146,14 +157,6 @@ class TrainConfig:
                 "val_count": self.val_count}
 
 
-class ResumeError(ValueError):
-    """A run cannot be resumed: no checkpoint, or one made with different settings."""
-
-
-class WeightsError(ValueError):
-    """A weights file cannot be loaded into the model; the message says why."""
-
-
 # --------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------
@@ -202,210 +205,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 # --------------------------------------------------------------------------
-# Saving
-# --------------------------------------------------------------------------
-
-def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write(temporary_path)``, then rename the result to ``path`` in one step.
-
-    The temporary file is in the same folder, so ``os.replace`` is a rename on
-    the same file system: readers see either the old file or the new one,
-    never half of one.
-    """
-    temporary = path.with_name(path.name + ".partial")
-    write(temporary)
-    os.replace(temporary, path)
-
-
-def cpu_copy(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A detached, contiguous CPU copy of a state dict (a snapshot later steps cannot change)."""
-    return {key: value.detach().cpu().clone(memory_format=torch.contiguous_format) for key, value in state_dict.items()}
-
-
-def rng_states() -> dict[str, Any]:
-    """The states of Python's, NumPy's and PyTorch's random generators, as tensors and numbers.
-
-    Stored this way (not as the tuples the libraries return) so the checkpoint
-    loads with ``weights_only=True``.
-    """
-    python_version, python_state, python_gauss = random.getstate()
-    _, numpy_keys, numpy_position, numpy_has_gauss, numpy_gauss = np.random.get_state()
-    return {
-        "python_version": python_version,
-        "python": torch.tensor(python_state, dtype=torch.int64),
-        "python_gauss": python_gauss,
-        "numpy": torch.from_numpy(numpy_keys.astype(np.int64)),
-        "numpy_position": int(numpy_position),
-        "numpy_has_gauss": int(numpy_has_gauss),
-        "numpy_gauss": float(numpy_gauss),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def restore_rng_states(states: Mapping[str, Any]) -> None:
-    """Undo :func:`rng_states`. GPU states are restored when there are as many GPUs as before."""
-    random.setstate((states["python_version"], tuple(states["python"].tolist()), states["python_gauss"]))
-    np.random.set_state((
-        "MT19937", states["numpy"].numpy().astype(np.uint32), states["numpy_position"],
-        states["numpy_has_gauss"], states["numpy_gauss"],
-    ))
-    torch.set_rng_state(states["torch"])
-    if torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def save_history(history: Mapping[str, list[float]], run_dir: Path) -> None:
-    """Write the history as ``history.json``."""
-    write_atomically(run_dir / HISTORY_FILE, lambda path: path.write_text(json.dumps(history, indent=1)))
-
-
-def save_curves(history: Mapping[str, list[float]], run_dir: Path) -> None:
-    """Draw the history into ``curves.png`` with :func:`retina_lib.plotter.plot_history`."""
-
-    def draw(path: Path) -> None:
-        # Closed at once: else a notebook would show one figure per epoch at the end of the cell.
-        plt.close(plotter.plot_history(history, save_to=path))
-
-    write_atomically(run_dir / CURVES_FILE, draw)
-
-
-# --------------------------------------------------------------------------
-# Settings that must match when resuming
-# --------------------------------------------------------------------------
-
-def run_settings(recipe: Mapping[str, Any], train_size: int, val_size: int,
-                 config: Optional[Mapping[str, Any]]) -> dict[str, Any]:
-    """Everything that identifies a run, as a flat dict of plain values."""
-    settings = dict(recipe)
-    settings["train_size"] = train_size
-    settings["val_size"] = val_size
-    for key, value in (config or {}).items():
-        if key in settings:
-            raise ValueError(f"config key {key!r} is set by fit itself; pass it as fit's argument instead")
-        if not (value is None or isinstance(value, (str, int, float, bool))):
-            raise ValueError(
-                f"config[{key!r}] = {value!r} is a {type(value).__name__}; config values must be "
-                f"str, int, float, bool or None (so the checkpoint loads with weights_only=True)"
-            )
-        settings[key] = value
-    return settings
-
-
-def settings_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Human-readable differences between a checkpoint's settings and the current ones.
-
-    ``epochs`` may grow (train longer), except with the cosine schedule,
-    whose learning-rate curve depends on the total number of epochs.
-    """
-    differences = []
-    for key in sorted(set(saved) | set(current)):
-        old, new = saved.get(key, "(not set)"), current.get(key, "(not set)")
-        if old == new:
-            continue
-        if key == "epochs" and isinstance(old, int) and isinstance(new, int) and new > old:
-            if current.get("schedule") is None:
-                continue
-            differences.append(f"epochs: {old} in the checkpoint, {new} now "
-                               f"(epochs can only grow with a constant learning rate, not with schedule='cosine')")
-            continue
-        differences.append(f"{key}: {old!r} in the checkpoint, {new!r} now")
-    return differences
-
-
-# --------------------------------------------------------------------------
 # fit
 # --------------------------------------------------------------------------
-
-def _new_history(with_validation: bool) -> dict[str, list[float]]:
-    keys = ["train_loss", "train_dice_loss", "train_iou_loss"]
-    if with_validation:
-        keys += ["val_loss", "val_dice_loss", "val_iou_loss", "val_dice"]
-    return {key: [] for key in keys + ["lr", "epoch_seconds"]}
-
-
-class _Run:
-    """A training run's state: what ``checkpoint.pth`` saves and :meth:`restore` brings back."""
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler],
-                 scaler: Optional[torch.amp.GradScaler], settings: dict[str, Any], with_validation: bool) -> None:
-        self.model = model
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.scaler = scaler
-        self.settings = settings
-        self.epoch = 0
-        self.history = _new_history(with_validation)
-        self.best_score = -math.inf
-        self.best_epoch = 0
-        self.best_model = cpu_copy(model.state_dict())
-
-    def end_epoch(self, epoch: int, train: EpochResult, val: Optional[EpochResult], lr: float,
-                  seconds: float) -> bool:
-        """Record the epoch in the history; keep the weights if they are the best. True if they are.
-
-        "Best" means the highest validation Dice; without validation every
-        epoch counts as better than the one before, so the last is kept.
-        """
-        values = {"train_loss": train.loss, "train_dice_loss": train.dice_loss, "train_iou_loss": train.iou_loss,
-                  "lr": lr, "epoch_seconds": seconds}
-        if val is not None:
-            values.update(val_loss=val.loss, val_dice_loss=val.dice_loss, val_iou_loss=val.iou_loss, val_dice=val.dice)
-        for key, value in values.items():
-            self.history[key].append(value)
-        self.epoch = epoch
-        score = val.dice if val is not None else float(epoch)
-        if score <= self.best_score:
-            return False
-        self.best_score, self.best_epoch = score, epoch
-        self.best_model = cpu_copy(self.model.state_dict())
-        return True
-
-    def checkpoint(self) -> dict[str, Any]:
-        """Everything needed to continue, as plain containers of tensors and numbers."""
-        return {
-            "model": cpu_copy(self.model.state_dict()),
-            "best_model": self.best_model,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "epoch": self.epoch,
-            "history": self.history,
-            "best_score": self.best_score,
-            "best_epoch": self.best_epoch,
-            "config": self.settings,
-            "rng": rng_states(),
-        }
-
-    def restore(self, checkpoint: Mapping[str, Any], source: Path) -> None:
-        """Continue from ``checkpoint``, after checking it was made with the same settings."""
-        differences = settings_differences(checkpoint["config"], self.settings)
-        if differences:
-            raise ResumeError(f"cannot resume {source}: it was made with other settings: " + "; ".join(differences))
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(checkpoint["scheduler"])
-        if self.scaler is not None and checkpoint["scaler"] is not None:
-            self.scaler.load_state_dict(checkpoint["scaler"])
-        restore_rng_states(checkpoint["rng"])
-        self.epoch = checkpoint["epoch"]
-        self.history = checkpoint["history"]
-        self.best_score = checkpoint["best_score"]
-        self.best_epoch = checkpoint["best_epoch"]
-        self.best_model = checkpoint["best_model"]
-
-    def save(self, run_dir: Path, improved: bool, draw_curves: bool) -> None:
-        """Write this epoch's files: linknet.pth if improved, the checkpoint, the history (and curves)."""
-        if improved:
-            write_atomically(run_dir / BEST_WEIGHTS_FILE, lambda path: torch.save(self.best_model, path))
-        checkpoint = self.checkpoint()
-        write_atomically(run_dir / CHECKPOINT_FILE, lambda path: torch.save(checkpoint, path))
-        save_history(self.history, run_dir)
-        if draw_curves:
-            save_curves(self.history, run_dir)
-
 
 def _check_arguments(epochs: int, batch_size: int, lr: float, schedule: Optional[str], optimise: str,
                      amp: str, out_dir: Optional[Path], resume: bool) -> None:
@@ -413,8 +214,8 @@ def _check_arguments(epochs: int, batch_size: int, lr: float, schedule: Optional
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive finite number, got {lr}")
     if schedule not in SCHEDULE_CHOICES:
         raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
     if optimise not in OPTIMISE_CHOICES:
@@ -422,151 +223,6 @@ def _check_arguments(epochs: int, batch_size: int, lr: float, schedule: Optional
     check_amp(amp)
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir, the folder of the run to continue")
-
-
-def _prepare_run_dir(out_dir: Path, resume: bool) -> Path:
-    """Create ``out_dir``; refuse to overwrite a run there unless resuming it."""
-    checkpoint = out_dir / CHECKPOINT_FILE
-    if resume and not checkpoint.is_file():
-        raise ResumeError(f"cannot resume: there is no {CHECKPOINT_FILE} in {out_dir}; start without resume")
-    if not resume and checkpoint.exists():
-        raise FileExistsError(
-            f"{out_dir} already holds a training run ({CHECKPOINT_FILE}); resume it with resume=True "
-            f"(--resume), or choose another out_dir, or delete that folder"
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir
-
-
-# --------------------------------------------------------------------------
-# Batches: a DataLoader, or DeviceBatches with the data resident on the device
-# --------------------------------------------------------------------------
-
-RESIDENT_CHOICES = ("auto", True, False)
-
-
-def use_resident_data(resident: bool | str, data: Dataset, device: torch.device) -> bool:
-    """Whether ``data`` is served by :class:`~retina_lib.gpu_data.DeviceBatches` (stored and augmented on ``device``).
-
-    "auto" means yes on CUDA GPUs, for a SegmentationDataset in "crop" or
-    "resize" mode: there, preparing images on the CPU would leave the GPU
-    waiting most of the time. On the CPU the DataLoader is as fast and is
-    the path the course explains. ``data`` that is already a DeviceBatches
-    is used as it is.
-    """
-    if resident not in RESIDENT_CHOICES:
-        raise ValueError(f"resident must be 'auto', True or False, got {resident!r}")
-    if isinstance(data, DeviceBatches):
-        return True
-    suitable = isinstance(data, SegmentationDataset) and data.mode in DEVICE_MODES
-    if resident == "auto":
-        return suitable and device.type == "cuda"
-    if resident and not suitable:
-        described = (f"a SegmentationDataset in mode {data.mode!r}" if isinstance(data, SegmentationDataset)
-                     else f"a {type(data).__name__}")
-        raise ValueError(f"resident=True needs a SegmentationDataset in mode {' or '.join(map(repr, DEVICE_MODES))} "
-                         f"(or a DeviceBatches); got {described}")
-    return resident
-
-
-def _item_count(data: Dataset) -> int:
-    """Training images per epoch, for the run's settings."""
-    return data.samples_per_epoch if isinstance(data, DeviceBatches) else len(data)
-
-
-def _batches(data: Dataset, batch_size: int, training: bool, resident: bool | str, num_workers: int,
-             device: torch.device, generator: torch.Generator, seed: int, rank: int,
-             world_size: int) -> DataLoader | DeviceBatches:
-    """What fit iterates over for ``data``: a DataLoader or a DeviceBatches.
-
-    With several processes the training data is shared out (each process its
-    own items); validation data is not: every process scores all of it, so
-    all of them choose the same best epoch.
-    """
-    if not training:
-        rank, world_size = 0, 1
-    if isinstance(data, DeviceBatches):
-        if data.batch_size != batch_size or data.device.type != device.type:
-            raise ValueError(f"the DeviceBatches has batch_size={data.batch_size} on {data.device}, but fit was "
-                             f"asked for batch_size={batch_size} on {device}: make them agree")
-        if (data.rank, data.world_size) != (rank, world_size):
-            raise ValueError(f"the DeviceBatches is made for process {data.rank} of {data.world_size}, but this is "
-                             f"process {rank} of {world_size}: pass a SegmentationDataset with resident=True instead")
-        return data
-    if use_resident_data(resident, data, device):
-        return DeviceBatches.from_dataset(data, batch_size, device, shuffle=training, rank=rank,
-                                          world_size=world_size)
-    sampler = (DistributedSampler(data, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-               if world_size > 1 else None)
-    return DataLoader(
-        data, batch_size=batch_size, shuffle=training and sampler is None, sampler=sampler,
-        num_workers=num_workers, pin_memory=device.type == "cuda", generator=generator,
-    )
-
-
-def _start_epoch(data: Dataset, batches, epoch: int) -> None:
-    """Tell the dataset, the DeviceBatches or the distributed sampler which epoch begins (new random draws)."""
-    if hasattr(data, "set_epoch"):
-        data.set_epoch(epoch)
-    if isinstance(batches, DeviceBatches):
-        batches.set_epoch(epoch)
-    if isinstance(batches, DataLoader) and isinstance(batches.sampler, DistributedSampler):
-        batches.sampler.set_epoch(epoch)
-
-
-# --------------------------------------------------------------------------
-# Several processes (torchrun)
-# --------------------------------------------------------------------------
-
-def process_rank_and_count() -> tuple[int, int]:
-    """(rank, world size): this process's number and how many train together; (0, 1) for a plain run."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def start_distributed(device: str = "auto") -> str:
-    """Join the process group if ``torchrun`` launched this process; return the device this process uses.
-
-    torchrun starts N copies of the program and tells each, in environment
-    variables, how many there are (WORLD_SIZE), which one it is (RANK,
-    LOCAL_RANK on this machine) and where to meet (MASTER_ADDR, MASTER_PORT).
-    GPUs talk with the NCCL backend, each process on the GPU of its
-    LOCAL_RANK; CPU processes talk with gloo. Without torchrun (or with a
-    single process) nothing happens and ``device`` is returned unchanged.
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return device
-    if pick_device(device).type == "cuda":
-        local_rank = int(os.environ["LOCAL_RANK"])
-        torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl")
-        return f"cuda:{local_rank}"
-    dist.init_process_group("gloo")
-    return device
-
-
-def stop_distributed() -> None:
-    """Leave the process group (if any), so the program exits cleanly."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _mean_over_processes(result: EpochResult, device: torch.device) -> EpochResult:
-    """The epoch's means over all processes (each trained on an equal share of the images)."""
-    values = torch.tensor([result.loss, result.dice_loss, result.iou_loss, result.dice], device=device)
-    dist.all_reduce(values)
-    return EpochResult(*(values / dist.get_world_size()).tolist())
-
-
-def _share_buffers(model: nn.Module) -> None:
-    """Copy rank 0's batch-norm statistics to every process, so all validate exactly the same model.
-
-    Gradients are averaged, so the weights agree; but each process updates
-    its running means and variances on its own images.
-    """
-    for buffer in model.buffers():
-        dist.broadcast(buffer, src=0)
 
 
 def fit(
@@ -619,8 +275,10 @@ def fit(
             epoch, so a resumed run sees the same batches as an uninterrupted one.
         out_dir: folder for ``linknet.pth``, ``checkpoint.pth``,
             ``history.json`` and ``curves.png`` (see the module docstring), or
-            None to save nothing. A folder that already holds a checkpoint is
-            refused unless ``resume`` is True.
+            None to save nothing. A folder that holds another run's files
+            (any of them, see :mod:`retina_lib.run_folder`) is refused unless
+            ``resume`` is True, and so is a folder another process is
+            training into right now (:class:`~retina_lib.run_folder.RunFolderInUseError`).
         resume: continue the run saved in ``out_dir``. The settings must be
             the same, except that ``epochs`` may grow (with a constant lr);
             otherwise :class:`ResumeError` says which settings differ.
@@ -649,7 +307,7 @@ def fit(
     _check_arguments(epochs, batch_size, lr, schedule, optimise, amp, run_dir, resume)
     recipe = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimise": optimise,
               "schedule": schedule, "seed": seed}  # the RECIPE_ARGUMENTS
-    settings = run_settings(recipe, _item_count(train_data), _item_count(val_data) if val_data is not None else 0,
+    settings = run_settings(recipe, item_count(train_data), item_count(val_data) if val_data is not None else 0,
                             config)
     compute_device = pick_device(device) if isinstance(device, str) else torch.device(device)
     if channels_last is None:
@@ -657,67 +315,73 @@ def fit(
     rank, world_size = process_rank_and_count()
     is_main_process = rank == 0  # the one that writes files and shows progress
     progress = progress and is_main_process
-    if run_dir is not None:
-        run_dir = _prepare_run_dir(run_dir, resume)
+    # One run at a time in a folder: held (locked) until fit returns or fails. Only the first process
+    # writes files, so only it holds the lock; the others only check the folder.
+    held_folder = (open_run_folder(run_dir, resume, lock=is_main_process) if run_dir is not None
+                   else contextlib.nullcontext())
+    with held_folder:
+        seed_everything(seed)
+        model.to(compute_device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        # With several processes, DistributedDataParallel averages the gradients in backward().
+        device_ids = [compute_device.index] if compute_device.type == "cuda" else None
+        trained = DistributedDataParallel(model, device_ids=device_ids) if world_size > 1 else model
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs) if schedule == "cosine"
+                     else None)
+        train = Train(optimise=optimise, amp=amp, channels_last=channels_last)
+        evaluate = Evaluate(optimise=optimise, amp=amp, channels_last=channels_last)
+        scaler = train.gradient_scaler(compute_device, autocast_dtype(amp, compute_device))
+        run = RunState(model, optimizer, scheduler, scaler, settings, with_validation=val_data is not None)
+        if resume:
+            run.restore(load_checkpoint(run_dir / CHECKPOINT_FILE), run_dir / CHECKPOINT_FILE)
 
-    seed_everything(seed)
-    model.to(compute_device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    # With several processes, DistributedDataParallel averages the gradients in backward().
-    trained = (DistributedDataParallel(model, device_ids=[compute_device.index] if compute_device.type == "cuda"
-                                       else None) if world_size > 1 else model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs) if schedule == "cosine" else None
-    train = Train(optimise=optimise, amp=amp, channels_last=channels_last)
-    evaluate = Evaluate(optimise=optimise, amp=amp, channels_last=channels_last)
-    scaler = train.gradient_scaler(compute_device, autocast_dtype(amp, compute_device))
-    run = _Run(model, optimizer, scheduler, scaler, settings, with_validation=val_data is not None)
-    if resume:
-        run.restore(_load_checkpoint(run_dir / CHECKPOINT_FILE), run_dir / CHECKPOINT_FILE)
+        generator = torch.Generator()
+        train_loader = make_batches(train_data, batch_size, True, resident, num_workers, compute_device,
+                                    generator, seed, rank, world_size)
+        val_loader = (make_batches(val_data, batch_size, False, resident, num_workers, compute_device,
+                                   generator, seed, rank, world_size) if val_data is not None else None)
 
-    generator = torch.Generator()
-    train_loader = _batches(train_data, batch_size, True, resident, num_workers, compute_device, generator,
-                            seed, rank, world_size)
-    val_loader = (_batches(val_data, batch_size, False, resident, num_workers, compute_device, generator,
-                           seed, rank, world_size) if val_data is not None else None)
+        saved_epoch = run.epoch  # the epoch checkpoint.pth holds, for the message on Ctrl+C
+        curves_drawn = -math.inf  # when curves.png was last drawn: never
+        bar = tqdm(total=epochs, initial=run.epoch, desc="training", unit="epoch", disable=not progress)
+        try:
+            for epoch in range(run.epoch + 1, epochs + 1):
+                started = time.perf_counter()
+                generator.manual_seed(epoch_seed(seed, epoch))
+                start_epoch(train_data, train_loader, epoch)
+                train_result = train.run_epoch(trained, train_loader, optimizer, epoch=epoch,
+                                               progress=progress)
+                if world_size > 1:
+                    train_result = mean_over_processes(train_result, compute_device)
+                    share_buffers(model)
+                val_result = (evaluate.run_epoch(model, val_loader, epoch=epoch, progress=progress)
+                              if val_loader is not None else None)
+                lr_used = optimizer.param_groups[0]["lr"]
+                if scheduler is not None:
+                    scheduler.step()
+                seconds = time.perf_counter() - started
+                improved = run.end_epoch(epoch, train_result, val_result, lr_used, seconds)
 
-    saved_epoch = run.epoch  # the epoch checkpoint.pth holds, for the message on Ctrl+C
-    curves_drawn = -math.inf  # when curves.png was last drawn: never
-    bar = tqdm(total=epochs, initial=run.epoch, desc="training", unit="epoch", disable=not progress)
-    try:
-        for epoch in range(run.epoch + 1, epochs + 1):
-            started = time.perf_counter()
-            generator.manual_seed(epoch_seed(seed, epoch))
-            _start_epoch(train_data, train_loader, epoch)
-            train_result = train.run_epoch(trained, train_loader, optimizer, epoch=epoch, progress=progress)
-            if world_size > 1:
-                train_result = _mean_over_processes(train_result, compute_device)
-                _share_buffers(model)
-            val_result = (evaluate.run_epoch(model, val_loader, epoch=epoch, progress=progress)
-                          if val_loader is not None else None)
-            lr_used = optimizer.param_groups[0]["lr"]
-            if scheduler is not None:
-                scheduler.step()
-            improved = run.end_epoch(epoch, train_result, val_result, lr_used, time.perf_counter() - started)
-
-            if run_dir is not None and is_main_process:
-                draw_curves = epoch == epochs or time.perf_counter() - curves_drawn >= CURVES_INTERVAL_SECONDS
-                run.save(run_dir, improved, draw_curves)
-                saved_epoch = epoch
-                if draw_curves:
-                    curves_drawn = time.perf_counter()
-            postfix = {"loss": f"{train_result.loss:.4f}"}
-            if val_result is not None:
-                postfix["val_dice"] = f"{val_result.dice:.4f}"
-            bar.set_postfix(postfix)
-            bar.update(1)
-    except KeyboardInterrupt:
+                if run_dir is not None and is_main_process:
+                    draw_curves = (epoch == epochs
+                                   or time.perf_counter() - curves_drawn >= CURVES_INTERVAL_SECONDS)
+                    run.save(run_dir, improved, draw_curves)
+                    saved_epoch = epoch
+                    if draw_curves:
+                        curves_drawn = time.perf_counter()
+                postfix = {"loss": f"{train_result.loss:.4f}"}
+                if val_result is not None:
+                    postfix["val_dice"] = f"{val_result.dice:.4f}"
+                bar.set_postfix(postfix)
+                bar.update(1)
+        except KeyboardInterrupt:
+            bar.close()
+            if is_main_process:
+                print(f"\n{_interruption_message(run_dir, saved_epoch)}", file=sys.stderr)
+            raise
         bar.close()
-        if is_main_process:
-            print(f"\n{_interruption_message(run_dir, saved_epoch)}", file=sys.stderr)
-        raise
-    bar.close()
-    model.load_state_dict(run.best_model)
-    return run.history
+        model.load_state_dict(run.best_model)
+        return run.history
 
 
 def _interruption_message(run_dir: Optional[Path], saved_epoch: int) -> str:
@@ -729,83 +393,3 @@ def _interruption_message(run_dir: Optional[Path], saved_epoch: int) -> str:
     return (f"Training interrupted. {run_dir / CHECKPOINT_FILE} holds epoch {saved_epoch}; continue with "
             f"fit(..., out_dir={str(run_dir)!r}, resume=True) or the same `python -m retina_lib train` "
             f"command plus --resume.")
-
-
-# --------------------------------------------------------------------------
-# Loading
-# --------------------------------------------------------------------------
-
-def _torch_load(path: Path) -> Any:
-    """``torch.load`` with ``weights_only=True`` onto the CPU; unreadable files raise WeightsError."""
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        message = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # torch colours some messages
-        first_line = message.splitlines()[0] if message else type(error).__name__
-        raise WeightsError(f"{path}: not a PyTorch weights file that loads safely ({first_line})") from error
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    stored = _torch_load(path)
-    if not _is_full_checkpoint(stored):
-        raise ResumeError(f"{path} is not a full training checkpoint (written by fit with out_dir)")
-    return stored
-
-
-def _is_full_checkpoint(stored: Any) -> bool:
-    return isinstance(stored, dict) and "best_model" in stored and "optimizer" in stored
-
-
-def _architecture_problems(model: nn.Module, state: Mapping[str, Any]) -> list[str]:
-    """What stops ``state`` from loading into ``model``: missing/unexpected keys, shape mismatches."""
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    mismatched = [
-        f"{key} {tuple(state[key].shape)} instead of {tuple(expected[key].shape)}"
-        for key in expected
-        if key in state and isinstance(state[key], torch.Tensor) and state[key].shape != expected[key].shape
-    ]
-    problems = []
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-        if items:
-            shown = ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
-            problems.append(f"{len(items)} {title} ({shown})")
-    return problems
-
-
-def load_weights(path: str | Path, model: Optional[nn.Module] = None) -> nn.Module:
-    """Load ``linknet.pth`` or a full ``checkpoint.pth`` into ``model`` (a new LinkNet by default).
-
-    A full checkpoint gives its best weights, the same as ``linknet.pth``.
-    Without ``model``, a LinkNet with the stored number of input channels and
-    classes is built. Loading uses ``weights_only=True``, so a file cannot run
-    code. The model is returned on the CPU in eval mode, ready to predict.
-
-    Raises FileNotFoundError for a missing file and :class:`WeightsError` for
-    a file that is not a state dict or belongs to another architecture (the
-    message lists a few missing or unexpected keys and shape mismatches).
-    """
-    path = Path(path)
-    stored = _torch_load(path)
-    state = stored["best_model"] if _is_full_checkpoint(stored) else stored
-    if not isinstance(state, Mapping) or not all(isinstance(value, torch.Tensor) for value in state.values()):
-        raise WeightsError(f"{path}: expected a model state dict (names -> tensors), found {type(state).__name__}")
-    if model is None:
-        model = _linknet_for(state)
-    problems = _architecture_problems(model, state)
-    if problems:
-        raise WeightsError(f"{path} holds weights for another architecture than {type(model).__name__}: "
-                           + "; ".join(problems))
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def _linknet_for(state: Mapping[str, torch.Tensor]) -> LinkNet:
-    """A LinkNet with the input channels and classes the state dict was trained with (3 and 1 if unclear)."""
-    first_conv, classifier = state.get("initial.conv.weight"), state.get("classifier.weight")
-    in_channels = first_conv.shape[1] if first_conv is not None and first_conv.ndim == 4 else 3
-    num_classes = classifier.shape[1] if classifier is not None and classifier.ndim == 4 else 1
-    return LinkNet(in_channels=in_channels, num_classes=num_classes)

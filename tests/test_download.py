@@ -5,13 +5,9 @@ No test touches the network: the archives are built here and served from
 """
 from __future__ import annotations
 
-import functools
-import http.server
 import io
 import tarfile
-import threading
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,42 +17,7 @@ from PIL import Image
 from retina_lib.data import DownloadError, download, load_dataset
 from retina_lib.data.datasets import STARE_LABELLED
 from retina_lib.data.download import SOURCES, Archive, extract_safely, sha256_of
-
-
-class Server:
-    """A static file server on 127.0.0.1 that records the paths it was asked for."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.requests.append(self.path)
-                super().do_GET()
-
-            def log_message(self, *args) -> None:  # keep the test output clean
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder))
-        )
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def url(self, filename: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{filename}"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    folder = tmp_path / "served"
-    folder.mkdir()
-    running = Server(folder)
-    running.thread.start()
-    yield running
-    running.httpd.shutdown()
-    running.httpd.server_close()
+from conftest import Server  # the local HTTP server behind the `server` fixture
 
 
 def png_bytes(array: np.ndarray, format: str = "PNG") -> bytes:
@@ -117,7 +78,8 @@ def test_download_extracts_into_loader_layout_and_is_idempotent(
     assert len(server.requests) == 1, "an extracted dataset is reused without network"
 
     (folder / "Image_05L_1stHO.png").unlink()  # a damaged copy: re-extract from the verified archive
-    download("chase_db1", root, progress=False)
+    with pytest.warns(UserWarning, match="Image_05L_1stHO.png is missing; extracting CHASEDB1.zip again"):
+        download("chase_db1", root, progress=False)
     assert (folder / "Image_05L_1stHO.png").is_file()
     assert len(server.requests) == 1, "a verified archive is reused without network"
 

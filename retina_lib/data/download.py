@@ -10,18 +10,42 @@ The archives are kept in ``DATA_ROOT/downloads`` (delete them to save space),
 and extracted into the layout :func:`retina_lib.data.load_dataset` reads. A
 second call finds the extracted dataset (or a verified archive) and does not
 touch the network.
+
+What comes from the internet is not trusted:
+
+* **Sizes are capped.** A download stops as soon as it exceeds the archive's
+  recorded size (:data:`MAX_DOWNLOAD_BYTES` where the size is unknown), and an
+  archive whose members would expand beyond :data:`MAX_EXPANSION` times its
+  own size (at most :data:`MAX_EXTRACTED_BYTES`) is refused before extraction.
+* **Extraction is checked, then done out of sight.** Every member is checked
+  first (no path outside the target, no link leading outside it, even through
+  other links, no device files); the archive is extracted into a temporary
+  folder beside the target and moved into place only when complete, so a
+  failure never leaves half a dataset.
+* **A marker proves completeness.** Only after a complete extraction is the
+  file ``.retina_lib_extracted.json`` written into the target, listing every
+  extracted file with its size. A later call checks those sizes, so a
+  truncated or deleted file is noticed and extracted again from the verified
+  archive. A folder without a marker was put there by hand and is used as it is.
 """
 from __future__ import annotations
 
 import hashlib
 import http.client
+import json
+import os
+import shutil
+import stat
 import tarfile
+import tempfile
 import urllib.request
 import warnings
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Optional
 
 from tqdm.auto import tqdm
 
@@ -30,6 +54,17 @@ from .datasets import DATASETS, DatasetError, data_root, load_dataset
 USER_AGENT = "retina_lib (Python urllib; course material)"
 TIMEOUT_SECONDS = 60
 CHUNK_BYTES = 1 << 20
+
+#: The most bytes downloaded for an archive whose size is not recorded (``Archive.size`` None).
+MAX_DOWNLOAD_BYTES = 2 << 30
+#: An archive may expand to at most this many times its own size: the datasets' archives hold
+#: already-compressed JPEG, PNG, TIFF and gzip files and expand by less than 2 times, while a
+#: "zip bomb" of a megabyte can expand to gigabytes.
+MAX_EXPANSION = 20
+#: And to at most this many bytes in all, whatever its size.
+MAX_EXTRACTED_BYTES = 8 << 30
+#: Written into an extraction's target folder once it is complete (see the module docstring).
+MARKER_FILE = ".retina_lib_extracted.json"
 
 
 class DownloadError(OSError):
@@ -48,15 +83,18 @@ class Archive:
         urls: mirrors, tried in this order.
         sha256: the published checksum of the file.
         extract_to: the folder, relative to the data root, that receives its contents.
+        size: the file's size in bytes where it is published (None: unknown); a
+            download that grows beyond it is stopped.
     """
 
     filename: str
     urls: tuple[str, ...]
     sha256: str
     extract_to: str
+    size: Optional[int] = None
 
 
-# The only place that lists download addresses and checksums.
+# The only place that lists download addresses, checksums and sizes.
 SOURCES: dict[str, tuple[Archive, ...]] = {
     "chase_db1": (
         Archive(
@@ -68,6 +106,7 @@ SOURCES: dict[str, tuple[Archive, ...]] = {
             ),
             sha256="bb750b73633492d700e56d91578ee3cdb7e4dbd08279e7465583e9efd26790b6",
             extract_to="CHASEDB1",  # the zip has no top folder
+            size=2_513_926,
         ),
     ),
     "hrf": (
@@ -76,6 +115,7 @@ SOURCES: dict[str, tuple[Archive, ...]] = {
             urls=("https://www5.cs.fau.de/fileadmin/research/datasets/fundus-images/all.zip",),
             sha256="a914d02cda161b7f33f25d0397c276d50e9a6cbc705e9b364a54f0adafed57e4",
             extract_to="HRF",  # the zip holds images/, manual1/ and mask/
+            size=None,  # not published: MAX_DOWNLOAD_BYTES applies
         ),
     ),
     "stare": tuple(
@@ -84,6 +124,7 @@ SOURCES: dict[str, tuple[Archive, ...]] = {
             urls=(f"https://cecas.clemson.edu/~ahoover/stare/probing/{part}.tar",),
             sha256=checksum,
             extract_to=f"STARE/{part}",  # each tar holds its files without a folder
+            size=None,  # not published: MAX_DOWNLOAD_BYTES applies
         )
         for part, checksum in (
             ("stare-images", "5f7b509b6067cad4f1be84933145d783de9ec087b3eaaf4db0103dd0144dd433"),
@@ -127,11 +168,22 @@ def download(name: str, root: str | Path | None = None, *, urls: Mapping[str, Se
 
     root = data_root(root)
     folder = root / DATASETS[name].folder
-    if _layout_problem(name, root) is None:
-        return folder
+    problems = {archive.filename: extraction_problem(archive, root) for archive in archives}
+    by_hand = not any((root / archive.extract_to / MARKER_FILE).exists() for archive in archives)
+    if all(problem is None for problem in problems.values()) or (by_hand and _layout_problem(name, root) is None):
+        return folder  # extracted and verified before, or put there by hand (no marker)
     for archive in archives:
+        problem = problems[archive.filename]
+        if problem is None:
+            continue
+        target = root / archive.extract_to
+        if target.exists():
+            warnings.warn(f"{target}: {problem}; extracting {archive.filename} again", stacklevel=2)
         path = _fetch_verified(archive, mirrors[archive.filename], root / "downloads", progress)
-        extract_safely(path, root / archive.extract_to)
+        if target.exists():  # an extraction over it that stops half-way must not look complete
+            _write_marker(target, archive, files=None)
+        files = extract_safely(path, target)
+        _write_marker(target, archive, files)
     problem = _layout_problem(name, root)
     if problem is not None:
         raise DownloadError(f"{name}: the archives were downloaded and extracted, but the result is "
@@ -164,6 +216,43 @@ def _layout_problem(name: str, root: Path) -> str | None:
     return None
 
 
+def _write_marker(target: Path, archive: Archive, files: Optional[Mapping[str, int]]) -> None:
+    """Record in ``target`` which archive was extracted there and every file's size (None: under way)."""
+    marker = target / MARKER_FILE
+    partial = marker.with_name(marker.name + ".part")
+    content = {"archive": archive.filename, "sha256": archive.sha256, "complete": files is not None,
+               "files": dict(files or {})}
+    partial.write_text(json.dumps(content, indent=1))
+    partial.replace(marker)
+
+
+def extraction_problem(archive: Archive, root: Path) -> Optional[str]:
+    """Why ``archive``'s extraction in ``root`` cannot be trusted, or None when its marker vouches for it.
+
+    Checks that the marker is there, complete and made from this archive, and
+    that every file it lists exists with the recorded size (sizes only: quick,
+    and what a truncated copy or an interrupted extraction changes).
+    """
+    target = root / archive.extract_to
+    marker = target / MARKER_FILE
+    try:
+        content = json.loads(marker.read_text())
+    except FileNotFoundError:
+        return f"not extracted by download() (no {MARKER_FILE})"
+    except (OSError, ValueError):
+        return f"{MARKER_FILE} is unreadable"
+    if not isinstance(content, dict) or not content.get("complete") or content.get("sha256") != archive.sha256 \
+            or not isinstance(content.get("files"), dict):
+        return "an earlier extraction did not complete, or came from another archive"
+    for name, size in content["files"].items():
+        path = target / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes instead of {size}"
+    return None
+
+
 def sha256_of(path: Path) -> str:
     """The SHA-256 checksum of a file, as 64 hexadecimal digits."""
     digest = hashlib.sha256()
@@ -184,10 +273,11 @@ def _fetch_verified(archive: Archive, urls: Sequence[str], folder: Path, progres
         warnings.warn(f"{destination}: sha256 mismatch (expected {archive.sha256}, got {actual}); "
                       "deleted it and downloading it again", stacklevel=3)
     folder.mkdir(parents=True, exist_ok=True)
+    limit = archive.size if archive.size is not None else MAX_DOWNLOAD_BYTES
     failures = []
     for url in urls:
         try:
-            _download_to(url, destination, archive.sha256, progress)
+            _download_to(url, destination, archive.sha256, limit, progress)
             return destination
         except (OSError, http.client.HTTPException, ValueError) as error:  # OSError covers DownloadError
             failures.append(f"{url}: {error}")
@@ -198,23 +288,33 @@ def _fetch_verified(archive: Archive, urls: Sequence[str], folder: Path, progres
     )
 
 
-def _download_to(url: str, destination: Path, sha256: str, progress: bool) -> None:
-    """Stream ``url`` into ``destination.part``, check its checksum, then rename it to ``destination``.
+def _download_to(url: str, destination: Path, sha256: str, limit: int, progress: bool) -> None:
+    """Stream ``url`` into a ``.part`` file, check its size and checksum, then rename it to ``destination``.
 
     Writing to a ``.part`` file first means an interrupted download never
-    leaves a file that looks complete.
+    leaves a file that looks complete. More than ``limit`` bytes (announced
+    or received) stop the download at once: an endless or oversized answer
+    cannot fill the disk before the checksum would refuse it.
     """
     partial = destination.with_name(destination.name + ".part")
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     digest = hashlib.sha256()
+    received = 0
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response, open(partial, "wb") as out:
             size = int(response.headers.get("Content-Length") or 0) or None
+            if size is not None and size > limit:
+                raise DownloadError(f"the server announces {size} bytes, more than the expected {limit}")
             with tqdm(total=size, unit="B", unit_scale=True, desc=destination.name, disable=not progress) as bar:
                 while chunk := response.read(CHUNK_BYTES):
+                    received += len(chunk)
+                    if received > limit:
+                        raise DownloadError(f"stopped after {received} bytes: more than the expected {limit}")
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
+            if size is not None and received < size:
+                raise DownloadError(f"the transfer stopped after {received} of the {size} bytes announced")
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -231,54 +331,158 @@ def _download_to(url: str, destination: Path, sha256: str, progress: bool) -> No
 # --- safe extraction ----------------------------------------------------------------------
 
 
-def extract_safely(archive: Path, target: Path) -> None:
-    """Extract a zip or tar archive into ``target``, refusing members that would land outside it.
+def extract_safely(archive: Path, target: Path, *, max_bytes: Optional[int] = None) -> dict[str, int]:
+    """Extract a zip or tar archive into ``target``, refusing anything unsafe; return {file: size}.
 
     Archives from the internet can contain names such as ``../../.bashrc``,
-    absolute paths or symbolic links that point elsewhere ("path traversal").
-    Every member is checked before anything is written; the first offending
-    member raises a :class:`DownloadError` naming it.
+    absolute paths, symbolic links that point elsewhere, directly or through
+    other links of the archive ("path traversal"), device files, or members
+    that expand to far more than the archive's size ("bombs"). Every member is
+    checked before anything is written, and the first offending member raises
+    a :class:`DownloadError` naming it. ``max_bytes`` caps the total size of
+    the members (default: :data:`MAX_EXPANSION` times the archive's size, at
+    most :data:`MAX_EXTRACTED_BYTES`).
+
+    The members are extracted into a temporary folder beside ``target`` and
+    moved into ``target`` only when all are written, so an error leaves
+    ``target`` as it was. Files already in ``target`` with the same names are
+    replaced; others stay. The result maps each extracted regular file's
+    path (relative to ``target``, with ``/``) to its size.
     """
     archive, target = Path(archive), Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as bundle:
-            for member in bundle.infolist():
-                _check_inside(member.filename, target, archive)
-            bundle.extractall(target)
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as bundle:
-            for member in bundle.getmembers():
-                _check_tar_member(member, target, archive)
-            # Python's own "data" filter (3.12, back-ported to 3.11.4 and 3.10.12) repeats these checks.
-            safety = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            bundle.extractall(target, **safety)
-    else:
-        raise DownloadError(f"{archive}: neither a zip nor a tar archive")
+    if max_bytes is None:
+        max_bytes = min(MAX_EXTRACTED_BYTES, MAX_EXPANSION * archive.stat().st_size)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.extracting-"))
+    try:
+        try:
+            if zipfile.is_zipfile(archive):
+                _extract_zip(archive, staging, max_bytes)
+            elif tarfile.is_tarfile(archive):
+                _extract_tar(archive, staging, max_bytes)
+            else:
+                raise DownloadError(f"{archive}: neither a zip nor a tar archive")
+            files = _regular_files(staging)
+            _move_into_place(staging, target)
+        except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, zlib.error, ValueError) as error:
+            if isinstance(error, DownloadError):
+                raise
+            raise DownloadError(f"{archive}: cannot extract it into {target} "
+                                f"({type(error).__name__}: {error})") from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return files
 
 
-def _check_inside(member: str, target: Path, archive: Path) -> Path:
-    """Return where ``member`` would be written, or raise if that is outside ``target``."""
-    posix = PurePosixPath(member.replace("\\", "/"))
-    inside = target.resolve()
-    destination = (inside / posix).resolve()
-    if posix.is_absolute() or PureWindowsPath(member).drive or ".." in posix.parts \
-            or not destination.is_relative_to(inside):
-        raise DownloadError(f"{archive}: refusing to extract member {member!r}, it would land outside {target}")
-    return destination
+def _extract_zip(archive: Path, staging: Path, max_bytes: int) -> None:
+    with zipfile.ZipFile(archive) as bundle:
+        members = bundle.infolist()
+        for member in members:
+            _check_inside(member.filename, archive)
+            if stat.S_ISLNK(member.external_attr >> 16):
+                raise DownloadError(f"{archive}: refusing to extract member {member.filename!r}, a symbolic link "
+                                    f"(zip archives of the datasets hold only files and folders)")
+        _check_total_size(archive, sum(member.file_size for member in members), max_bytes)
+        bundle.extractall(staging)
 
 
-def _check_tar_member(member: tarfile.TarInfo, target: Path, archive: Path) -> None:
-    """Refuse tar members outside ``target``, links pointing outside it, and device files."""
-    destination = _check_inside(member.name, target, archive)
+def _extract_tar(archive: Path, staging: Path, max_bytes: int) -> None:
+    with tarfile.open(archive) as bundle:
+        members = bundle.getmembers()
+        links = {_parts(member.name): member.linkname for member in members if member.issym()}
+        for member in members:
+            _check_tar_member(member, links, archive)
+            member.mode = member.mode & 0o755 | (0o700 if member.isdir() else 0o600)  # no setuid, no world-writing
+        _check_total_size(archive, sum(member.size for member in members if member.isfile()), max_bytes)
+        # Python's own "data" filter (3.12, back-ported to 3.11.4 and 3.10.12) repeats these checks.
+        safety = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        bundle.extractall(staging, members=members, **safety)
+
+
+def _check_total_size(archive: Path, total: int, max_bytes: int) -> None:
+    if total > max_bytes:
+        raise DownloadError(f"{archive}: refusing to extract it: its members add up to {total} bytes, more than "
+                            f"the {max_bytes} allowed for an archive of {archive.stat().st_size} bytes "
+                            f"(a decompression bomb?)")
+
+
+def _parts(member: str) -> tuple[str, ...]:
+    """A member name as path components (``..`` kept), ``\\`` read as a separator (as Windows would), ``.`` dropped."""
+    return tuple(part for part in member.replace("\\", "/").split("/") if part not in ("", "."))
+
+
+def _check_inside(member: str, archive: Path) -> None:
+    """Refuse a member name that is absolute, has a drive, or climbs out with ``..``."""
+    if PurePosixPath(member.replace("\\", "/")).is_absolute() or PureWindowsPath(member).drive \
+            or ".." in _parts(member):
+        raise DownloadError(f"{archive}: refusing to extract member {member!r}, it would land outside the target")
+
+
+def _resolve(parts: tuple[str, ...], links: Mapping[tuple[str, ...], str], depth: int = 0) -> Optional[tuple[str, ...]]:
+    """Where ``parts`` lead inside the target once the archive's own links are followed; None if outside.
+
+    This is what the file system will do after extraction, worked out before
+    it: ``sub/x -> ..`` followed by ``sub/x/y -> ../..`` climbs out although
+    each link looks harmless on its own. A chain of more than 40 links counts
+    as outside (the limit of most systems).
+    """
+    resolved: list[str] = []
+    for part in parts:
+        if part == "..":
+            if not resolved:
+                return None
+            resolved.pop()
+            continue
+        resolved.append(part)
+        link = links.get(tuple(resolved))
+        if link is not None:
+            if depth >= 40 or PurePosixPath(link.replace("\\", "/")).is_absolute() or PureWindowsPath(link).drive:
+                return None
+            followed = _resolve(tuple(resolved[:-1]) + _parts(link), links, depth + 1)
+            if followed is None:
+                return None
+            resolved = list(followed)
+    return tuple(resolved)
+
+
+def _check_tar_member(member: tarfile.TarInfo, links: Mapping[tuple[str, ...], str], archive: Path) -> None:
+    """Refuse tar members outside the target, written through a link, links leading outside, devices."""
+    _check_inside(member.name, archive)
+    parts = _parts(member.name)
+    if any(parts[:end] in links for end in range(1, len(parts))):
+        raise DownloadError(f"{archive}: refusing to extract member {member.name!r}, it would be written "
+                            f"through a symbolic link of the archive")
     if member.issym():
-        link_target = (destination.parent / member.linkname).resolve()
+        destination = _resolve(parts[:-1] + _parts(member.linkname), links)
     elif member.islnk():
-        link_target = (target.resolve() / member.linkname).resolve()
+        destination = _resolve(_parts(member.linkname), links)
     elif member.isfile() or member.isdir():
         return
     else:
         raise DownloadError(f"{archive}: refusing to extract member {member.name!r}, a device or pipe")
-    if PurePosixPath(member.linkname).is_absolute() or not link_target.is_relative_to(target.resolve()):
+    if destination is None:
         raise DownloadError(f"{archive}: refusing to extract member {member.name!r}, a link to "
-                            f"{member.linkname!r} outside {target}")
+                            f"{member.linkname!r} outside the target")
+
+
+def _regular_files(folder: Path) -> dict[str, int]:
+    """Every regular file below ``folder`` (links not followed), relative with ``/``, and its size."""
+    files = {}
+    for directory, _, names in os.walk(folder):
+        for name in names:
+            path = Path(directory) / name
+            if path.is_file() and not path.is_symlink():
+                files[path.relative_to(folder).as_posix()] = path.stat().st_size
+    return files
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    """Move the extracted tree into ``target``: one rename if it is new, else file by file."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    for directory, folders, names in os.walk(staging):
+        relative = Path(directory).relative_to(staging)
+        (target / relative).mkdir(exist_ok=True)
+        for name in names + [folder for folder in folders if (Path(directory) / folder).is_symlink()]:
+            os.replace(Path(directory) / name, target / relative / name)

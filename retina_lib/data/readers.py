@@ -15,8 +15,10 @@ where it is found instead of as a shape error deep inside PyTorch.
 from __future__ import annotations
 
 import gzip
-import io
+import re
+import warnings
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image
@@ -55,23 +57,67 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and extension in IMAGE_EXTENSIONS
 
 
+#: The most pixels an image file may have: 50 million, six times HRF's 3504 x 2336
+#: (8.2 million), the largest photographs in the course. A file claiming more is
+#: refused after reading its header and before decoding its pixels: a 140 KB PNG
+#: can hold 12000 x 12000 pixels, which :func:`read_image` would turn into 1.6 GiB
+#: of float32 (a "decompression bomb").
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+def open_within_pixel_limit(source: Path | IO[bytes], path: Path) -> Image.Image:
+    """``Image.open(source)``, which reads only the header, refusing more than :data:`MAX_IMAGE_PIXELS` pixels.
+
+    Pillow's own guard (``Image.MAX_IMAGE_PIXELS``, 89 million pixels: a
+    warning, then an error from twice that) is a setting shared by every
+    program in the process; this limit is the library's own and lower, and
+    both end in the same :class:`DatasetError` naming ``path``.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            picture = Image.open(source)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            claimed = re.search(r"\((\d+) pixels\)", str(error))
+            raise DatasetError(_too_many_pixels(path, f"{int(claimed.group(1)):,} pixels" if claimed
+                                                else "more pixels than Pillow allows")) from error
+    width, height = picture.size
+    if width * height > MAX_IMAGE_PIXELS:
+        picture.close()
+        raise DatasetError(_too_many_pixels(path, f"{width} x {height} = {width * height:,} pixels"))
+    return picture
+
+
+def _too_many_pixels(path: Path, claimed: str) -> str:
+    return (f"{path}: its header claims {claimed}, more than the {MAX_IMAGE_PIXELS:,} this library decodes "
+            f"(retina_lib.data.readers.MAX_IMAGE_PIXELS); refused before decoding, since a small file claiming "
+            f"that many pixels is usually damaged or a decompression bomb")
+
+
 def _open(path: Path) -> Image.Image:
     """Open and fully decode ``path`` with Pillow, unzipping ``.gz`` files first.
 
-    ``Image.open`` only reads the header; calling ``load()`` here makes a
+    ``Image.open`` only reads the header; the pixel limit is checked there
+    (:func:`open_within_pixel_limit`), and calling ``load()`` here makes a
     truncated or corrupt file fail now, with its name, instead of later.
+    A ``.gz`` file is decoded straight from the decompressing stream, so it
+    never takes more memory than its (limited) pixels.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{path}: a folder, not an image file")
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
     try:
         if path.name.lower().endswith(".gz"):
             with gzip.open(path, "rb") as stream:
-                data = io.BytesIO(stream.read())
-            picture = Image.open(data)
+                picture = open_within_pixel_limit(stream, path)
+                picture.load()
         else:
-            picture = Image.open(path)
-        picture.load()
+            picture = open_within_pixel_limit(path, path)
+            picture.load()
+    except DatasetError:
+        raise
     except (OSError, EOFError, SyntaxError, ValueError) as error:
         raise DatasetError(f"{path}: cannot decode as an image ({error})") from error
     return picture
@@ -86,8 +132,13 @@ def read_image(path: Path | str) -> np.ndarray:
     """
     picture = _open(Path(path))
     if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
-        grey = np.asarray(picture, dtype=np.float32) / 65535.0
-        return np.repeat(grey[:, :, None], 3, axis=2).clip(0.0, 1.0)
+        grey = np.asarray(picture, dtype=np.float32)
+        low, high = float(grey.min()), float(grey.max())
+        if low < 0 or high > 65535:  # a 32-bit file ("I") whose white level cannot be known
+            raise DatasetError(f"{path}: a 32-bit integer image with values from {low:.0f} to {high:.0f}, "
+                               f"outside the 16-bit range 0..65535, so its white level is unknown; "
+                               f"save it as an 8-bit or 16-bit image")
+        return np.repeat(grey[:, :, None] / 65535.0, 3, axis=2)
     if picture.mode not in ("RGB", "RGBA", "L", "LA", "P", "1", "CMYK", "YCbCr"):
         raise DatasetError(f"{path}: unsupported image mode {picture.mode!r}; expected an 8-bit RGB or greyscale image")
     rgb = np.asarray(picture.convert("RGB"), dtype=np.float32)

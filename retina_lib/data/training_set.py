@@ -88,13 +88,15 @@ class SegmentationDataset(Dataset):
         else:
             self.augmentation = Augment() if augment else None
 
+        #: The pictures' names, and their decoded (image, label, fov) arrays, already resized in
+        #: "resize" mode; :class:`~retina_lib.gpu_data.DeviceBatches` copies them to the GPU.
         self.names: list[str] = []
-        self._arrays: list[Arrays] = []
+        self.pictures: list[Arrays] = []
         for sample in samples:  # decoding (or drawing) each picture happens here, once
-            arrays = _checked_arrays(sample)
+            arrays = checked_arrays(sample)
             if mode == "resize":
                 arrays = resize(*arrays, self.size)
-            self._arrays.append(arrays)
+            self.pictures.append(arrays)
             self.names.append(sample.name)
 
     def set_epoch(self, epoch: int) -> None:
@@ -107,7 +109,7 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
-        image, label, fov = self._arrays[index % len(self._arrays)]
+        image, label, fov = self.pictures[index % len(self.pictures)]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.mode == "crop":
             image, label, fov = random_crop(image, label, fov, self.size, rng)
@@ -117,14 +119,18 @@ class SegmentationDataset(Dataset):
 
     def __repr__(self) -> str:
         return (
-            f"SegmentationDataset({len(self._arrays)} pictures, mode={self.mode!r}, size={self.size}, "
+            f"SegmentationDataset({len(self.pictures)} pictures, mode={self.mode!r}, size={self.size}, "
             f"augment={self.augmentation is not None}, samples_per_epoch={self.samples_per_epoch}, "
             f"seed={self.seed})"
         )
 
 
-def _checked_arrays(sample: Sample) -> Arrays:
-    """The sample's arrays in the expected dtypes, refusing mismatched shapes by name."""
+def checked_arrays(sample: Sample) -> Arrays:
+    """The sample's arrays in the expected dtypes, refusing mismatched shapes by name.
+
+    Shared by :class:`SegmentationDataset` and :class:`~retina_lib.gpu_data.DeviceBatches`,
+    so that both accept and refuse the same samples.
+    """
     image = np.asarray(sample.image, dtype=np.float32)
     label = np.asarray(sample.label, dtype=bool)
     fov = np.asarray(sample.fov, dtype=bool)

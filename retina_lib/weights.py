@@ -1,0 +1,134 @@
+"""Loading weights files safely: ``linknet.pth``, ``checkpoint.pth``, or a file from elsewhere.
+
+A ``.pth`` file is a Python pickle, and unpickling can run any code the file's
+author put in it. Every file here is therefore read with
+``torch.load(..., weights_only=True)``, which only rebuilds tensors, numbers,
+strings and plain containers, and refuses anything else *before* running it.
+
+A file that loads can still be wrong for the model: weights of another
+architecture, or weights that became NaN when a training run diverged (such a
+network predicts "no vessel" everywhere, a silent wrong answer).
+:func:`load_weights` refuses both, with a :class:`WeightsError` that says why.
+"""
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from .model import LinkNet
+
+
+class WeightsError(ValueError):
+    """A weights file cannot be loaded into the model; the message says why."""
+
+
+def _first_line(error: BaseException) -> str:
+    message = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # torch colours some messages
+    return message.splitlines()[0] if message else type(error).__name__
+
+
+def safe_torch_load(path: Path) -> Any:
+    """``torch.load`` with ``weights_only=True`` onto the CPU; unreadable or unsafe files raise WeightsError."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"weights file {path} is a folder; give the .pth file inside it "
+                                f"(linknet.pth or checkpoint.pth)")
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError, UnicodeDecodeError) as error:
+        unsafe = re.search(r"GLOBAL (\S+)", str(error))
+        if unsafe:
+            raise WeightsError(
+                f"{path}: refused: it holds Python objects ({unsafe.group(1)}) besides tensors, numbers and "
+                f"containers. Loading such objects can run code hidden in the file, so this library never does; "
+                f"weights saved with torch.save(model.state_dict(), path) load fine"
+            ) from error
+        # torch's own message would suggest weights_only=False, which is how hidden code runs: never relay it.
+        reason = "unreadable as a saved state dict" if "weights_only" in str(error) else _first_line(error)
+        raise WeightsError(f"{path}: not a PyTorch weights file that loads safely ({reason}); "
+                           f"is it truncated, damaged or another kind of file?") from error
+
+
+def is_full_checkpoint(stored: Any) -> bool:
+    """Whether a loaded file is a training checkpoint (``checkpoint.pth``) rather than plain weights."""
+    return isinstance(stored, dict) and "best_model" in stored and "optimizer" in stored
+
+
+def architecture_problems(model: nn.Module, state: Mapping[str, Any]) -> list[str]:
+    """What stops ``state`` from loading into ``model``: missing/unexpected keys, shape mismatches."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    mismatched = [
+        f"{key} {tuple(state[key].shape)} instead of {tuple(expected[key].shape)}"
+        for key in expected
+        if key in state and isinstance(state[key], torch.Tensor) and state[key].shape != expected[key].shape
+    ]
+    problems = []
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+        if items:
+            shown = ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+            problems.append(f"{len(items)} {title} ({shown})")
+    return problems
+
+
+def non_finite_tensors(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors in ``state`` that hold NaN or infinite values."""
+    return [key for key, value in state.items()
+            if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+
+
+def check_state_dict(path: Path, state: Any) -> Mapping[str, torch.Tensor]:
+    """``state`` if it is a state dict of finite tensors, else a WeightsError naming ``path``."""
+    if not isinstance(state, Mapping) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise WeightsError(f"{path}: expected a model state dict (names -> tensors), found {type(state).__name__}")
+    broken = non_finite_tensors(state)
+    if broken:
+        shown = ", ".join(broken[:3]) + (f" and {len(broken) - 3} more" if len(broken) > 3 else "")
+        raise WeightsError(f"{path}: {len(broken)} weight tensor(s) hold NaN or infinite values ({shown}); "
+                           f"the training run that wrote them diverged, and such a network predicts nothing useful")
+    return state
+
+
+def load_weights(path: str | Path, model: Optional[nn.Module] = None) -> nn.Module:
+    """Load ``linknet.pth`` or a full ``checkpoint.pth`` into ``model`` (a new LinkNet by default).
+
+    A full checkpoint gives its best weights, the same as ``linknet.pth``.
+    Without ``model``, a LinkNet with the stored number of input channels and
+    classes is built. Loading uses ``weights_only=True``, so a file cannot run
+    code. The model is returned on the CPU in eval mode, ready to predict.
+
+    Raises FileNotFoundError for a missing file, IsADirectoryError for a
+    folder, and :class:`WeightsError` for a file that is damaged, holds other
+    Python objects, is not a state dict, holds NaN or infinite weights, or
+    belongs to another architecture (the message lists a few missing or
+    unexpected keys and shape mismatches).
+    """
+    path = Path(path)
+    stored = safe_torch_load(path)
+    state = check_state_dict(path, stored["best_model"] if is_full_checkpoint(stored) else stored)
+    if model is None:
+        model = _linknet_for(state)
+    problems = architecture_problems(model, state)
+    if problems:
+        raise WeightsError(f"{path} holds weights for another architecture than {type(model).__name__}: "
+                           + "; ".join(problems))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _linknet_for(state: Mapping[str, torch.Tensor]) -> LinkNet:
+    """A LinkNet with the input channels and classes the state dict was trained with (3 and 1 if unclear)."""
+    first_conv, classifier = state.get("initial.conv.weight"), state.get("classifier.weight")
+    in_channels = first_conv.shape[1] if first_conv is not None and first_conv.ndim == 4 else 3
+    num_classes = classifier.shape[1] if classifier is not None and classifier.ndim == 4 else 1
+    return LinkNet(in_channels=in_channels, num_classes=num_classes)
