@@ -3,6 +3,12 @@
 # test evaluation of the original recipe and of the validation winner, the GPU
 # benchmark and the original recipe's wall time. Everything lands in $OUT.
 #   DATA=<root holding CHASEDB1/> OUT=<folder> bash results/gpu_session.sh [--tiny]
+# The JSON files worth keeping are then copied by hand into the package's
+# measured results (retina_lib/measured/, see results/README.md):
+#   sweep/sweep.json -> chase_db1/sweep.json, sweep/NAME/history.json ->
+#   chase_db1/sweep_NAME/history.json, test_original.json -> chase_db1/test_original_h200.json,
+#   test_$BEST.json -> chase_db1/test_course_h200.json;
+# then `python results/make_ablation.py` rebuilds retina_lib/measured/ablation.json.
 set -u
 DATA=${DATA:?set DATA to the data root}
 OUT=${OUT:?set OUT to an output folder}

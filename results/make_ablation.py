@@ -1,18 +1,20 @@
-"""Collect the ablation table (original recipe vs course recipe) into results/ablation.json.
+"""Collect the ablation table (original recipe vs course recipe) into retina_lib/measured/ablation.json.
 
     python results/make_ablation.py
 
 Reads the evaluation JSON files written by ``python -m retina_lib evaluate ...
 --json`` (listed below with the runs they score) and the training histories,
-and writes one entry per run: the test scores, the training wall time, the
-hardware and the commands. The results notebook prints this file.
+all kept in ``retina_lib/measured/``, and writes one entry per run: the test
+scores, the training wall time, the hardware and the commands. The results
+notebook shows it with ``retina_lib.measured.load_measured("ablation")``.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+#: The measured results, shipped inside the package (see retina_lib/measured/__init__.py).
+MEASURED = Path(__file__).resolve().parents[1] / "retina_lib" / "measured"
 KEYS = ("f1", "iou", "accuracy", "sensitivity", "specificity", "auc_roc", "auc_pr", "threshold")
 
 #: label -> (evaluation JSON, hardware, training wall time in s, train command);
@@ -29,27 +31,43 @@ RUNS = {
 }
 
 
+def portable(command: str) -> str:
+    """``command`` with the folders of the machine it ran on replaced by DATA and runs/NAME.
+
+    The sweep recorded its exact commands, including a data folder and an
+    output folder that only existed on the GPU machine; a reader needs the
+    options, not those paths.
+    """
+    words = command.split()
+    for position, word in enumerate(words[:-1]):
+        if word == "--data-dir":
+            words[position + 1] = "DATA"
+        elif word == "--out":
+            words[position + 1] = "runs/" + Path(words[position + 1]).name
+    return " ".join(words)
+
+
 def main() -> None:
     table = {}
     for label, (scores_file, hardware, seconds, command) in RUNS.items():
-        path = HERE / scores_file
+        path = MEASURED / scores_file
         if not path.is_file():
             print(f"skipped {label}: {path} not found")
             continue
         scores = json.loads(path.read_text())
         entry = {key: scores[key] for key in KEYS}
         if command.startswith("sweep:"):
-            sweep = json.loads((HERE / "chase_db1" / "sweep.json").read_text())
-            command = sweep[command.removeprefix("sweep:")]["command"]
+            sweep = json.loads((MEASURED / "chase_db1" / "sweep.json").read_text())
+            command = portable(sweep[command.removeprefix("sweep:")]["command"])
         if seconds is None:  # the CPU run's own history says how long it trained
-            history = json.loads((HERE / "chase_db1" / "course_cpu_history.json").read_text())
+            history = json.loads((MEASURED / "chase_db1" / "course_cpu_history.json").read_text())
             seconds = round(sum(history["epoch_seconds"]), 1)
         entry.update(train_seconds=seconds, hardware=hardware, train_command=command,
                      evaluate_command="python -m retina_lib evaluate --dataset chase_db1 --data-dir DATA "
                                       "--weights RUN/linknet.pth --split test --json OUT.json")
         table[label] = entry
-    (HERE / "ablation.json").write_text(json.dumps(table, indent=2))
-    print(f"wrote {HERE / 'ablation.json'} ({len(table)} runs)")
+    (MEASURED / "ablation.json").write_text(json.dumps(table, indent=2))
+    print(f"wrote {MEASURED / 'ablation.json'} ({len(table)} runs)")
 
 
 if __name__ == "__main__":

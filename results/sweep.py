@@ -5,12 +5,15 @@ retina_lib train``, the exact arguments are recorded), holding out the last 4
 images of the TRAIN split. Each run is then scored on those 4 validation images
 at native resolution inside the FOV, with the threshold chosen on the other 16
 training images. The recipe with the best validation F1 wins. The test split is
-scored afterwards by ``results/final.sh``, never here.
+scored afterwards by ``results/gpu_session.sh``, never here.
 
     python results/sweep.py --data-dir ../shared/datasets --device cuda --out runs/sweep
 
 Writes ``OUT/sweep.json`` (one entry per recipe: command, wall time, validation
-scores) and prints a table.
+scores) and prints a table. The course's own sweep is kept in the package as
+``retina_lib/measured/chase_db1/sweep.json`` and each run's history as
+``retina_lib/measured/chase_db1/sweep_NAME/history.json`` (copied there from
+OUT; ``load_measured("chase_db1/sweep")`` reads it).
 """
 from __future__ import annotations
 

@@ -51,6 +51,9 @@ OPTIMISE_CHOICES = ("dice+iou", "bce+dice")
 #: Mixed-precision settings: "auto" picks with :func:`default_amp`.
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 
+#: The first CUDA compute capability (major, minor) with bfloat16 in hardware: Ampere.
+BF16_COMPUTE_CAPABILITY = (8, 0)
+
 #: Predictions with a probability of at least this count as vessel when the
 #: thresholded Dice is scored (a probability of 0.5 is a logit of 0).
 DICE_THRESHOLD = 0.5
@@ -100,8 +103,12 @@ def cpu_supports_bf16() -> bool:
 def default_amp(device: torch.device | str) -> str:
     """The mixed precision that ``amp="auto"`` means on ``device``: "bf16", "fp16" or "off".
 
-    * CUDA: bfloat16 where the GPU supports it (Ampere and later), else
-      float16 (e.g. a Colab T4), which needs a gradient scaler.
+    * CUDA: bfloat16 on GPUs of compute capability 8.0 or newer (Ampere:
+      A100, RTX 30xx; Hopper: H100), which compute it in hardware. Older
+      GPUs get float16, which needs a gradient scaler: a Colab T4 (Turing,
+      7.5) has float16 tensor cores but no bfloat16 units. The capability
+      is asked for, not ``torch.cuda.is_bf16_supported()``, because that
+      also answers True on a T4, where bfloat16 only runs emulated (slowly).
     * CPU: bfloat16 only on CPUs that compute it natively (see
       :func:`cpu_supports_bf16`).
     * Anything else (Apple MPS): off.
@@ -110,7 +117,7 @@ def default_amp(device: torch.device | str) -> str:
     """
     device = torch.device(device)
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if torch.cuda.get_device_capability(device) >= BF16_COMPUTE_CAPABILITY else "fp16"
     if device.type == "cpu":
         return "bf16" if cpu_supports_bf16() else "off"
     return "off"

@@ -57,12 +57,14 @@ def test_palette_gif_with_indices_0_and_1(tmp_path: Path) -> None:
     np.testing.assert_array_equal(mask, vessel_pattern())
 
 
-def test_palette_whose_index_0_is_not_black_is_refused(tmp_path: Path) -> None:
+def test_palette_whose_index_0_is_white_is_read_by_colour(tmp_path: Path) -> None:
     """Pillow writes an all-white mask as a GIF with index 0 = white: reading indices would give nothing."""
     path = tmp_path / "all_white.gif"
     Image.fromarray(np.full((12, 10), 255, dtype=np.uint8)).save(path)
-    with pytest.raises(DatasetError, match="all_white.gif.*index 0"):
-        read_mask(path)
+    picture = Image.open(path)
+    assert picture.mode == "P" and picture.getpalette("RGB")[:3] == [255, 255, 255], "precondition"
+    assert np.asarray(picture).max() == 0, "precondition: every pixel is index 0"
+    assert read_mask(path).all()
 
 
 def test_greyscale_png_0_255(tmp_path: Path) -> None:

@@ -56,9 +56,9 @@ def save(array: np.ndarray, path: Path, palette_indices: bool = False) -> Path:
     """Write ``array`` to ``path`` in the format its name asks for (bool arrays become masks)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if array.dtype == bool:
-        if palette_indices:  # DRIVE's 2nd_manual: palette GIF with indices {0, 1}
+        if palette_indices:  # DRIVE's 2nd_manual: palette GIF, index 0 = (4, 2, 4), index 1 = (252, 254, 252)
             picture = Image.fromarray(array.astype(np.uint8), mode="P")
-            picture.putpalette([0, 0, 0, 255, 255, 255] + [0, 0, 0] * 254)
+            picture.putpalette([4, 2, 4, 252, 254, 252] + [0, 0, 0] * 254)
         else:
             picture = Image.fromarray(array.astype(np.uint8) * 255)
     else:
@@ -124,7 +124,7 @@ def test_drive_official_split_labels_fov_and_second_observer(tmp_path: Path) -> 
     assert sample.image.shape == (HEIGHT, WIDTH, 3) and sample.image.dtype == np.float32
     np.testing.assert_array_equal(sample.label, label_pattern())
     assert not sample.fov[:2].any() and sample.fov[2:].all(), "the FOV comes from the mask file"
-    # The palette GIF with indices {0, 1} is read by index, so the second observer is not empty.
+    # The palette GIF is read by the brightness of each index's colour, not refused for its (4, 2, 4).
     np.testing.assert_array_equal(sample.second_label, label_pattern(shift=1))
     assert train[0].second_label is None, "DRIVE's training set has one observer only"
 

@@ -2,10 +2,11 @@
 
 Public datasets were made over two decades with different tools, so one
 loader meets JPEG and TIFF photographs, gzipped PPM files (STARE), 1-bit PNG
-labels (CHASE_DB1), palette GIFs whose pixels are palette *indices* 0 and 1
-(DRIVE's second observer), greyscale labels with values 0 and 255, and RGB
-TIFF masks whose three channels are identical (HRF). Extensions come in mixed
-case (HRF has both ``.jpg`` and ``.JPG``).
+labels (CHASE_DB1), palette GIFs whose index 0 is the almost-black colour
+(4, 2, 4) and index 1 almost white (DRIVE's second observer), greyscale
+labels with values 0 and 255, and RGB TIFF masks whose three channels are
+identical (HRF). Extensions come in mixed case (HRF has both ``.jpg`` and
+``.JPG``).
 
 Everything here goes through Pillow, and every failure becomes a
 :class:`DatasetError` that names the file, so a broken download is reported
@@ -96,15 +97,10 @@ def read_image(path: Path | str) -> np.ndarray:
 def read_mask(path: Path | str) -> np.ndarray:
     """Read a binary mask (vessel label or field of view) as an H x W bool array.
 
-    A pixel is True where the *decoded value* is above zero. For palette
-    images the decoded values are palette indices, so DRIVE's GIFs with
-    indices {0, 1} work even though index 1 may be drawn in any colour;
-    testing ``== 255`` would silently give an empty label there.
-
-    That reading assumes palette index 0 is black (the background). It is
-    not always: Pillow, for one, saves an all-white mask as a GIF whose only
-    index 0 is white. Such a palette raises :class:`DatasetError` instead of
-    being read as an empty mask.
+    A pixel is True where the decoded value is above zero, so labels stored
+    as 0/255, 0/1 or 1-bit all work; testing ``== 255`` would silently give
+    an empty label for the 0/1 ones. Palette images (GIFs) are read by the
+    colour each index stands for, see :func:`_read_palette_mask`.
 
     Masks stored as RGB (HRF's field-of-view TIFFs) must have three identical
     channels; anything else is probably a photograph passed by mistake and
@@ -112,14 +108,10 @@ def read_mask(path: Path | str) -> np.ndarray:
     """
     path = Path(path)
     picture = _open(path)
-    if picture.mode in ("P", "PA") and picture.getpalette("RGB")[:3] != [0, 0, 0]:
-        colour = tuple(picture.getpalette("RGB")[:3])
-        raise DatasetError(
-            f"{path}: palette mask whose index 0 is the colour {colour}, not black, so its indices cannot "
-            "be read as background (0) and foreground (> 0); save the mask as greyscale (0 and 255) instead"
-        )
+    if picture.mode in ("P", "PA"):
+        return _read_palette_mask(picture, path)
     values = np.asarray(picture)
-    if picture.mode in ("LA", "PA", "RGBA"):
+    if picture.mode in ("LA", "RGBA"):
         values = values[..., :-1]  # drop the alpha channel
     if values.ndim == 3:
         channels = values.shape[2]
@@ -132,3 +124,47 @@ def read_mask(path: Path | str) -> np.ndarray:
     if values.ndim != 2:
         raise DatasetError(f"{path}: expected a 2-D mask, decoded an array of shape {values.shape}")
     return values > 0
+
+
+#: A palette colour whose mean of R, G and B (0-255) is at most this is dark: background.
+PALETTE_DARK = 64
+#: A palette colour whose mean of R, G and B is at least this is bright: foreground.
+#: Colours in between could be either, so a mask that uses one is refused.
+PALETTE_BRIGHT = 192
+
+
+def _read_palette_mask(picture: Image.Image, path: Path) -> np.ndarray:
+    """Read a palette (mode "P" or "PA") mask by the brightness of the colour of each index.
+
+    In a palette image each pixel holds an *index* into a table of colours,
+    and the index numbers mean nothing by themselves. DRIVE's
+    ``test/2nd_manual/*_manual2.gif`` use index 0 = (4, 2, 4) and index 1 =
+    (252, 254, 252); Pillow saves an all-white mask with the single index
+    0 = white. So what counts is the colour: an index whose colour is dark
+    (mean of R, G, B at most 64) is background, a bright one (at least 192)
+    is vessel or field of view. A colour in between (mid grey, pure red,
+    ...) could be either, so the mask is refused with a
+    :class:`DatasetError` naming the index and its colour, instead of being
+    guessed. Only the indices that pixels use are looked at.
+    """
+    indices = np.asarray(picture)
+    if indices.ndim == 3:  # mode "PA": index and alpha; the alpha is ignored
+        indices = indices[..., 0]
+    palette = np.asarray(picture.getpalette("RGB") or [], dtype=np.float64).reshape(-1, 3)
+    used = np.unique(indices)
+    if used.max() >= len(palette):
+        raise DatasetError(f"{path}: palette mask uses index {int(used.max())} but its palette has only "
+                           f"{len(palette)} colours")
+    brightness = palette[used].mean(axis=1)
+    ambiguous = (brightness > PALETTE_DARK) & (brightness < PALETTE_BRIGHT)
+    if ambiguous.any():
+        described = ", ".join(f"index {int(index)} = {tuple(int(c) for c in palette[index])}"
+                              for index in used[ambiguous])
+        raise DatasetError(
+            f"{path}: palette mask with colours that are neither dark (mean of R, G, B <= "
+            f"{PALETTE_DARK}, background) nor bright (>= {PALETTE_BRIGHT}, "
+            f"foreground): {described}; save the mask as greyscale with 0 for background and 255 for foreground"
+        )
+    foreground = np.zeros(len(palette), dtype=bool)
+    foreground[used] = brightness >= PALETTE_BRIGHT
+    return foreground[indices]

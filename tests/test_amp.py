@@ -1,0 +1,47 @@
+"""amp="auto" picks the precision the hardware computes natively (GPUs are mocked: none is needed)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from retina_lib import engine
+from retina_lib.engine import default_amp
+
+
+def pretend_gpu(monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int]) -> None:
+    """Make torch.cuda describe one GPU of ``capability`` that claims bfloat16 support.
+
+    ``is_bf16_supported`` answers True on every GPU here, as it does on a real
+    T4 (it counts emulation), so only the capability can tell them apart.
+    """
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+
+
+@pytest.mark.parametrize("gpu, capability, expected", [
+    ("Tesla T4 (Colab's free GPU, Turing)", (7, 5), "fp16"),
+    ("Tesla V100 (Volta)", (7, 0), "fp16"),
+    ("A100 (Ampere)", (8, 0), "bf16"),
+    ("RTX 3090 (Ampere)", (8, 6), "bf16"),
+    ("H100 (Hopper)", (9, 0), "bf16"),
+])
+def test_cuda_default_follows_compute_capability(monkeypatch: pytest.MonkeyPatch, gpu: str,
+                                                 capability: tuple[int, int], expected: str) -> None:
+    pretend_gpu(monkeypatch, capability)
+    assert default_amp("cuda") == expected, gpu
+    assert default_amp(torch.device("cuda", 0)) == expected, gpu
+
+
+@pytest.mark.parametrize("native_bf16, expected", [(True, "bf16"), (False, "off")])
+def test_cpu_default_follows_native_bfloat16(monkeypatch: pytest.MonkeyPatch, native_bf16: bool,
+                                             expected: str) -> None:
+    monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: native_bf16)
+    pretend_gpu(monkeypatch, (9, 0))  # a GPU in the machine does not change what the CPU does
+    assert default_amp("cpu") == expected
+
+
+def test_other_devices_have_no_default_mixed_precision() -> None:
+    assert default_amp("mps") == "off"
+    assert default_amp("meta") == "off"

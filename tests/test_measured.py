@@ -1,0 +1,69 @@
+"""The measured results travel inside the package and load by name."""
+from __future__ import annotations
+
+import fnmatch
+import json
+from pathlib import Path
+
+import pytest
+
+from retina_lib.measured import available_measured, load_measured
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+MEASURED = REPOSITORY / "retina_lib" / "measured"
+
+#: The names the notebooks read (notebooks 03 and 04 call load_measured with these).
+NOTEBOOK_NAMES = (
+    "ablation",
+    "chase_db1/course_cpu_history",
+    "chase_db1/test_course_cpu",
+    "chase_db1/test_course_h200",
+    "chase_db1/test_original_h200",
+    "hrf/test_course_cpu_chase_threshold",
+)
+
+
+def test_every_stored_file_is_listed_and_loads_as_a_dict() -> None:
+    on_disk = sorted(path.relative_to(MEASURED).with_suffix("").as_posix() for path in MEASURED.rglob("*.json"))
+    assert available_measured() == on_disk
+    assert set(NOTEBOOK_NAMES) <= set(on_disk)
+    for name in on_disk:
+        result = load_measured(name)
+        assert isinstance(result, dict) and result, name
+        assert result == json.loads((MEASURED / f"{name}.json").read_text()), name
+
+
+def test_the_stored_scores_are_the_ones_the_readme_quotes() -> None:
+    """results/README.md quotes these; a changed file must not go unnoticed."""
+    assert round(load_measured("chase_db1/test_course_cpu")["f1"], 4) == 0.8003
+    assert round(load_measured("hrf/test_course_cpu_chase_threshold")["f1"], 4) == 0.7706
+    assert round(load_measured("ablation")["course recipe (H200)"]["f1"], 4) == 0.8049
+    assert len(load_measured("chase_db1/course_cpu_history")["epoch_seconds"]) == 40
+
+
+@pytest.mark.parametrize("name, hint", [("ablations", ""), ("ablation.json", "without .json"),
+                                        ("../results/ablation", "")])
+def test_unknown_name_lists_the_stored_ones(name: str, hint: str) -> None:
+    with pytest.raises(ValueError, match="stored ones are: ablation, chase_db1/course_cpu_history") as error:
+        load_measured(name)
+    assert repr(name) in str(error.value) and hint in str(error.value)
+
+
+def test_one_copy_only_nothing_left_in_results() -> None:
+    assert not list((REPOSITORY / "results").rglob("*.json")), "measured results live in retina_lib/measured"
+
+
+def test_package_data_patterns_cover_every_file() -> None:
+    """A file the pyproject patterns miss would be absent from a `pip install git+...` (not editable)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["retina_lib.measured"]
+
+    def covered(relative: str) -> bool:  # setuptools globs match one path component per "*"
+        parts = relative.split("/")
+        return any(len(pattern.split("/")) == len(parts)
+                   and all(fnmatch.fnmatchcase(part, glob) for part, glob in zip(parts, pattern.split("/")))
+                   for pattern in patterns)
+
+    for path in MEASURED.rglob("*.json"):
+        assert covered(path.relative_to(MEASURED).as_posix()), f"{path} is not in the package-data patterns"
