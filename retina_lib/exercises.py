@@ -17,6 +17,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import torch
+
+from .losses import BCEDiceLoss, DiceLoss
+from .metrics import ConfusionCounts, confusion_counts, scores_from_counts
+from .model import LinkNet, count_parameters
+from .model_stats import count_flops, linknet_encoder_receptive_fields, on_meta
+from .recipes import recipe
+from .unet import UNet
+from .widgets import shifted_prediction
+
 
 def verdict(correct: bool, what: str, hint: str = "") -> bool:
     """Print a one-line verdict on the learner's answer and return ``correct``."""
@@ -56,8 +67,6 @@ def check_choice(answer: object, expected: object, what: str, hint: str = "") ->
 
 def check_receptive_field(answer: int, stage: str) -> bool:
     """Exercise 01.1: the receptive field (in input pixels) at the output of a LinkNet stage."""
-    from .model import LinkNet
-    from .model_stats import linknet_encoder_receptive_fields, on_meta
 
     fields = linknet_encoder_receptive_fields(on_meta(LinkNet))
     if stage not in fields:
@@ -69,8 +78,6 @@ def check_receptive_field(answer: int, stage: str) -> bool:
 
 def check_gflops_at_paper_size(answer: float) -> bool:
     """Exercise 01.2: LinkNet's GFLOPs for one 3 x 360 x 640 image (the paper's size), as counted here."""
-    from .model import LinkNet
-    from .model_stats import count_flops, on_meta
 
     total, _ = count_flops(on_meta(LinkNet), 360, 640)
     return check_number(answer, total / 1e9, 0.05, "GFLOPs at 360 x 640",
@@ -79,9 +86,6 @@ def check_gflops_at_paper_size(answer: float) -> bool:
 
 def check_unet_width32_parameters(answer_millions: float) -> bool:
     """Exercise 01.3: parameters of ``UNet(width=32)``, in millions."""
-    from .model import count_parameters
-    from .model_stats import on_meta
-    from .unet import UNet
 
     expected = count_parameters(on_meta(UNet, width=32)) / 1e6
     return check_number(answer_millions, expected, 0.005, "UNet(width=32) parameters (millions)",
@@ -94,8 +98,6 @@ def check_concatenated_decoder3(input_channels: int, extra_parameters: int) -> b
     The first 1x1 convolution keeps its output channels; each extra input
     channel adds one weight per output channel.
     """
-    from .model import LinkNet
-    from .model_stats import on_meta
 
     reduce = on_meta(LinkNet).decoder3.reduce.conv
     skip_channels = reduce.in_channels  # the encoder3 input has as many channels as decoder4's output
@@ -112,9 +114,8 @@ def check_concatenated_decoder3(input_channels: int, extra_parameters: int) -> b
 # Notebook 02: losses and scores
 # ==========================================================================
 
-def _hard_dice_and_iou(prediction: "np.ndarray", target: "np.ndarray") -> tuple[float, float]:
+def _hard_dice_and_iou(prediction: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     """Dice and IoU of two 0/1 grids, straight from the definitions."""
-    import numpy as np
 
     p, t = np.asarray(prediction, dtype=bool), np.asarray(target, dtype=bool)
     overlap, size_p, size_t = float((p & t).sum()), float(p.sum()), float(t.sum())
@@ -129,7 +130,6 @@ def check_pixel_change(new_prediction, prediction, target, dice: float, iou: flo
     Also says whether Dice went up and whether IoU went down, so the learner
     can see whether the change did what the exercise asked.
     """
-    import numpy as np
 
     new, old = np.asarray(new_prediction, dtype=float), np.asarray(prediction, dtype=float)
     if new.shape != old.shape:
@@ -148,7 +148,6 @@ def check_pixel_change(new_prediction, prediction, target, dice: float, iou: flo
 
 def check_soft_below_hard(soft, prediction, target) -> bool:
     """Exercise 02.2: a soft prediction that binarises (>= 0.5) to P but has a lower soft Dice than P's hard Dice."""
-    import numpy as np
 
     soft = np.asarray(soft, dtype=float)
     if soft.shape != np.shape(prediction) or soft.min() < 0 or soft.max() > 1:
@@ -165,9 +164,7 @@ def check_soft_below_hard(soft, prediction, target) -> bool:
 
 def _total_logit_gradient(loss_fn, p: float, vessels: int, pixels: int) -> float:
     """Sum over pixels of d loss / d logit when every pixel gets probability ``p``."""
-    import math
 
-    import torch
 
     truth = torch.zeros(1, 1, 1, pixels)
     truth[..., :vessels] = 1.0
@@ -182,7 +179,6 @@ def balance_point(loss_name: str, vessels: int, pixels: int = 100) -> float | No
     Found by bisection on the sign of the total gradient (the notebook finds it on
     a grid instead); None when the total gradient never changes sign in (0.001, 0.999).
     """
-    from .losses import BCEDiceLoss, DiceLoss
 
     losses = {"BCE": BCEDiceLoss(bce_weight=1.0, dice_weight=0.0), "Dice loss": DiceLoss(),
               "BCE + Dice": BCEDiceLoss()}
@@ -219,10 +215,7 @@ def check_balance_point(answer: float | None, loss_name: str, vessels: int = 2, 
 def check_smallest_shift(answer: int, label, fov=None, blur_sigma: float = 0.0, below: float = 0.5,
                          threshold: float = 0.5) -> bool:
     """Exercise 02.4: the smallest shift (pixels to the right) at which Dice drops below ``below``."""
-    import numpy as np
 
-    from .metrics import confusion_counts, scores_from_counts
-    from .widgets import shifted_prediction
 
     width = np.shape(label)[1]
     expected = None
@@ -239,9 +232,7 @@ def check_smallest_shift(answer: int, label, fov=None, blur_sigma: float = 0.0, 
 
 def check_widest_erased_line(answer: int, blur_sigma: float = 2.0, threshold: float = 0.5) -> bool:
     """Exercise 02.5: the widest straight line that a blur of ``blur_sigma`` erases at ``threshold``."""
-    import numpy as np
 
-    from .widgets import shifted_prediction
 
     widest = 0
     for line_width in range(1, 33):
@@ -252,3 +243,82 @@ def check_widest_erased_line(answer: int, blur_sigma: float = 2.0, threshold: fl
         widest = line_width
     return check_choice(answer, widest, f"widest line erased by blur {blur_sigma:g} at threshold {threshold:g}",
                         hint="draw lines 1, 2, 3, ... pixels wide and blur each with shifted_prediction(line, 0, 2.0)")
+# --------------------------------------------------------------------------
+# Notebook 03
+# --------------------------------------------------------------------------
+
+def check_running_average_share(answer: float, steps: int = 20, momentum: float = 0.1) -> bool:
+    """Share of its starting value a BatchNorm running average still holds after ``steps`` updates.
+
+    Each update keeps ``1 - momentum`` of the old average, so after n steps
+    ``(1 - momentum) ** n`` of the start is left.
+    """
+    return check_number(answer, (1 - momentum) ** steps, tolerance=0.005,
+                        what=f"share of the starting value left after {steps} steps",
+                        hint="each step keeps 1 - momentum of the old average; apply that n times.")
+
+
+def check_steps_to_forget(answer: int, share: float = 0.01, momentum: float = 0.1) -> bool:
+    """The fewest updates after which a running average holds less than ``share`` of its start."""
+    expected = math.ceil(math.log(share) / math.log(1 - momentum))
+    if (1 - momentum) ** expected >= share:  # guard against rounding at an exact power
+        expected += 1
+    return check_choice(answer, expected, what=f"steps until less than {share:.0%} of the start is left",
+                        hint="solve (1 - momentum) ** n < share for the smallest whole n (math.log helps).")
+
+
+def check_course_steps(answer: int) -> bool:
+    """How many optimiser steps the course recipe takes in all (epochs x batches per epoch)."""
+
+    course = recipe("course")
+    expected = course.epochs * math.ceil(course.samples_per_epoch / course.batch_size)
+    return check_choice(answer, expected, what="optimiser steps of the course recipe",
+                        hint="one step per batch: samples_per_epoch / batch_size batches in each of the epochs.")
+
+
+def check_dice_against_fov(answer: float, sample) -> bool:
+    """Dice of a *perfect* vessel map (the label itself) scored against the FOV mask of ``sample``."""
+    label, fov = sample.label.astype(bool), sample.fov.astype(bool)
+    expected = 2 * (label & fov).sum() / (label.sum() + fov.sum())
+    return check_number(answer, expected, tolerance=0.0005, what=f"Dice of {sample.name}'s label against its FOV",
+                        hint="Dice = 2 |A and B| / (|A| + |B|), with A the label and B the FOV mask.")
+
+
+def check_epochs_lost(answer: int) -> bool:
+    """At most how many epochs of work an interruption costs when every epoch ends with a checkpoint."""
+    return check_choice(answer, 1, what="epochs lost at most",
+                        hint="fit writes checkpoint.pth after every epoch; what about the epoch that was running?")
+
+
+# --------------------------------------------------------------------------
+# Notebook 04
+# --------------------------------------------------------------------------
+
+def check_pooled_f1(answer: float, probabilities, samples, threshold: float) -> bool:
+    """F1 of ``probabilities`` cut at ``threshold``, pooled over the FOV pixels of ``samples``.
+
+    Pass one map and one sample in lists to check the F1 of a single image.
+    """
+
+    if len(probabilities) != len(samples):
+        raise ValueError(f"probabilities has {len(probabilities)} maps but samples has {len(samples)}")
+    counts = ConfusionCounts(tp=0, fp=0, tn=0, fn=0)
+    for probability, sample in zip(probabilities, samples):
+        counts = counts + confusion_counts(probability, sample.label, sample.fov, threshold)
+    expected = scores_from_counts(counts)["f1"]
+    return check_number(answer, expected, tolerance=0.001, what=f"F1 at threshold {threshold:g}",
+                        hint="binarise at the threshold, count inside the FOV, pool the counts, then F1.")
+
+
+def check_weakest_width_class(answer: str, analysis, method: str) -> bool:
+    """The width class in which ``method`` finds the smallest share of vessel pixels.
+
+    ``analysis`` is the :class:`retina_lib.error_analysis.WidthAnalysis` of notebook 04.
+    """
+    sensitivity = analysis.sensitivity[method]
+    found = [(value, name) for value, name in zip(sensitivity, analysis.classes) if value == value]  # skip NaN
+    expected = min(found)[1]
+    given = str(answer).strip().lower()
+    correct = given in {expected.lower(), expected.split()[0].lower()}  # "thin" is as good as "thin (1-3 px)"
+    return verdict(correct, f"width class {method} finds least often: {answer!r}",
+                   hint=f"read the sensitivity row of {method} and give the class's name (its first word is enough).")

@@ -31,6 +31,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 from skimage.color import rgb2gray
 
 from . import metrics
@@ -153,6 +154,7 @@ def plot(dice_loss: Sequence[float], iou_loss: Sequence[float], save_to: str | P
     ax.plot(epochs, dice_loss, marker=".", label="Dice loss")
     ax.plot(epochs, iou_loss, marker=".", label="IoU loss")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers: no 2.5 ticks
     ax.set_ylabel("loss")
     ax.legend()
     ax.grid(alpha=0.3)
@@ -198,6 +200,7 @@ def plot_history(history: Mapping[str, Sequence[float]], save_to: str | Path | N
             best_dice = history["val_dice"][best - 1]
             ax.axvline(best, color="grey", linestyle=":", label=f"best epoch {best} (val Dice {best_dice:.3f})")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers: no 2.5 ticks
         ax.set_ylabel("loss" if keys is loss_keys else "validation score")
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3)

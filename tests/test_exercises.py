@@ -1,5 +1,15 @@
 """The exercise checks give the right verdict and never reveal the expected value."""
-from retina_lib.exercises import check_choice, check_number
+import numpy as np
+import pytest
+
+from retina_lib.data.sample import Sample
+from retina_lib.exercises import (
+    balance_point, check_balance_point, check_choice, check_concatenated_decoder3,
+    check_course_steps, check_dice_against_fov, check_epochs_lost, check_gflops_at_paper_size,
+    check_number, check_pixel_change, check_pooled_f1, check_receptive_field,
+    check_running_average_share, check_smallest_shift, check_soft_below_hard, check_steps_to_forget,
+    check_unet_width32_parameters, check_weakest_width_class, check_widest_erased_line,
+)
 
 
 def test_check_number_accepts_within_tolerance(capsys):
@@ -26,10 +36,6 @@ def test_check_choice_ignores_case_and_spaces():
 
 # Notebook 01 ----------------------------------------------------------------
 
-from retina_lib.exercises import (  # noqa: E402
-    check_concatenated_decoder3, check_gflops_at_paper_size, check_receptive_field, check_unet_width32_parameters,
-)
-
 
 def test_receptive_field_check_accepts_the_hand_computed_value_only(capsys):
     assert check_receptive_field(211, "encoder3")
@@ -51,12 +57,6 @@ def test_unet_and_concatenation_checks():
 
 # Notebook 02 ----------------------------------------------------------------
 
-import numpy as np  # noqa: E402
-
-from retina_lib.exercises import (  # noqa: E402
-    balance_point, check_balance_point, check_pixel_change, check_smallest_shift, check_soft_below_hard,
-    check_widest_erased_line,
-)
 
 TARGET = np.array([[0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 1, 0], [0, 0, 1, 1]])
 PREDICTION = np.array([[0, 1, 0, 0], [0, 1, 1, 1], [0, 0, 1, 0], [0, 0, 0, 0]])
@@ -101,3 +101,64 @@ def test_widest_erased_line_at_blur_two_is_two_pixels():
     # the centre of a w-wide line blurred by sigma is erf(w / (2 sqrt(2) sigma)); below 0.5 for w <= 2 at sigma 2
     assert check_widest_erased_line(2, blur_sigma=2.0)
     assert check_widest_erased_line(0, blur_sigma=0.5)
+# Notebook 03
+
+
+def test_running_average_share_is_the_momentum_power(capsys):
+    assert check_running_average_share(0.1216, steps=20)
+    assert not check_running_average_share(0.5, steps=20)
+    assert "0.1215" not in capsys.readouterr().out
+
+
+def test_steps_to_forget_is_the_first_step_below_the_share():
+    assert check_steps_to_forget(44, share=0.01)  # 0.9**43 = 0.0108, 0.9**44 = 0.0097
+    assert not check_steps_to_forget(43, share=0.01)
+    assert check_steps_to_forget(7, share=0.5)  # 0.9**6 = 0.531, 0.9**7 = 0.478
+
+
+def test_course_steps_come_from_the_recipe():
+    assert check_course_steps(1000)  # 40 epochs x 100 crops / batch 4
+    assert not check_course_steps(4000)
+
+
+def small_sample(label_pixels: int = 10, fov_pixels: int = 40) -> Sample:
+    label = np.zeros((8, 8), dtype=bool)
+    fov = np.zeros((8, 8), dtype=bool)
+    fov.flat[:fov_pixels] = True
+    label.flat[:label_pixels] = True
+    return Sample(image=np.zeros((8, 8, 3), dtype=np.float32), label=label, fov=fov, name="toy")
+
+
+def test_dice_against_fov_of_a_perfect_map():
+    sample = small_sample()
+    assert check_dice_against_fov(2 * 10 / 50, sample)  # 0.4
+    assert not check_dice_against_fov(1.0, sample)
+
+
+def test_epochs_lost():
+    assert check_epochs_lost(1)
+    assert not check_epochs_lost(0)
+
+
+# Notebook 04
+
+def test_pooled_f1_pools_counts_over_images():
+    first, second = small_sample(), small_sample(label_pixels=20)
+    probabilities = [first.label.astype(np.float32) * 0.9, np.zeros((8, 8), dtype=np.float32)]
+    # pooled: tp 10, fp 0, fn 20 -> F1 = 2 tp / (2 tp + fp + fn) = 20 / 40 = 0.5 (per image: 1.0 and 0.0)
+    assert check_pooled_f1(0.5, probabilities, [first, second], threshold=0.5)
+    assert not check_pooled_f1(0.4, probabilities, [first, second], threshold=0.5)
+    assert not check_pooled_f1(0.5, probabilities, [first, second], threshold=0.95)  # nothing predicted: F1 0
+    with pytest.raises(ValueError, match="2 maps but samples has 1"):
+        check_pooled_f1(0.4, probabilities, [first], threshold=0.5)
+
+
+def test_weakest_width_class_accepts_the_name_or_its_first_word():
+    from retina_lib.error_analysis import WidthAnalysis
+
+    analysis = WidthAnalysis(classes=["thin (1-3 px)", "medium (4-8 px)", "thick (9+ px)"],
+                             pixel_share=np.array([0.2, 0.5, 0.3]), length_share=np.array([0.5, 0.3, 0.2]),
+                             sensitivity={"net": np.array([0.6, 0.9, np.nan])})
+    assert check_weakest_width_class("thin (1-3 px)", analysis, "net")
+    assert check_weakest_width_class(" Thin ", analysis, "net")
+    assert not check_weakest_width_class("medium", analysis, "net")

@@ -141,6 +141,16 @@ def test_plot_history_with_losses_only_has_one_panel_and_no_best_epoch():
     assert not any(line.get_label().startswith("best epoch") for line in fig.axes[0].get_lines())
 
 
+def test_epoch_axes_have_only_whole_number_ticks():
+    figures = [plotter.plot([0.9, 0.8, 0.7], [0.95, 0.9, 0.85]),
+               plotter.plot_history({"train_loss": [0.9, 0.8, 0.7], "val_dice": [0.1, 0.2, 0.3]})]
+    for fig in figures:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            ticks = ax.get_xticks()
+            np.testing.assert_array_equal(ticks, np.round(ticks))  # never an epoch 1.5
+
+
 def test_plot_history_refuses_a_history_without_curves():
     with pytest.raises(ValueError, match="no loss keys"):
         plotter.plot_history({"lr": [1e-4, 1e-4]})
