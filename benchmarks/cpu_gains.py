@@ -18,7 +18,10 @@ issue suggested trying:
   are reported apart: they are paid once per run (Inductor caches on disk).
 
 The variants take turns, one step each per round, so other programs slow
-them alike. Training stays the same algorithm: the script also prints how far
+them alike. A whole step varies by a few percent from one round to the next,
+more than the optimizer's share, so the three Adam implementations are also
+timed alone (``optimizer.step()`` on LinkNet's parameters with random
+gradients, taking turns likewise). Training stays the same algorithm: the script also prints how far
 each variant's losses drift from the baseline's over the measured steps
 (bfloat16 and a different summation order are the only differences).
 """
@@ -86,6 +89,25 @@ class Runner:
             self.seconds.append(elapsed)
 
 
+def optimizer_step_ms(repeats: int) -> dict[str, float]:
+    """Median ms of one ``optimizer.step()`` over LinkNet's parameters, per Adam implementation."""
+    optimizers = {}
+    for kind in ("default", "foreach", "fused"):
+        seed_everything(0)
+        model = LinkNet().to(memory_format=torch.channels_last)
+        for parameter in model.parameters():
+            parameter.grad = torch.randn_like(parameter)
+        optimizers[kind] = adam(model, kind)
+        optimizers[kind].step()  # creates the state (moments), not timed
+    seconds: dict[str, list[float]] = {kind: [] for kind in optimizers}
+    for _ in range(repeats):
+        for kind, optimizer in optimizers.items():
+            start = time.perf_counter()
+            optimizer.step()
+            seconds[kind].append(time.perf_counter() - start)
+    return {kind: 1000 * statistics.median(times) for kind, times in seconds.items()}
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=512)
@@ -131,9 +153,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                "losses": runner.losses, "max_relative_loss_drift": drift}
         rows.append(row)
         print(f"{row['variant']:28}{ms:10.1f}{row['img_s']:9.2f}{row['speedup']:12.2f}x{100 * drift:15.2f}%")
+    optimizer_ms = optimizer_step_ms(repeats=20)
+    print("Adam's step alone (LinkNet's 11.5M parameters), ms: " + ", ".join(
+        f"{kind} {ms:.1f}" for kind, ms in optimizer_ms.items())
+        + f"; fused saves {optimizer_ms['default'] - optimizer_ms['fused']:.1f} ms per step "
+        f"({100 * (optimizer_ms['default'] - optimizer_ms['fused']) / base_ms:.1f}% of the baseline step)")
     report: dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads(), "size": args.size,
                               "batch_size": args.batch_size, "rounds": args.rounds, "warmup": args.warmup,
-                              "variants": rows, "load_average_end": list(os.getloadavg())}
+                              "variants": rows, "optimizer_step_ms": optimizer_ms,
+                              "load_average_end": list(os.getloadavg())}
     print(f"load average at the end {report['load_average_end']}")
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))
