@@ -20,6 +20,12 @@ Measured at 512 x 512 on one device, in one run (so ratios compare like with lik
   :class:`~retina_lib.gpu_data.DeviceBatches` (data resident on the device).
 * **peak memory** of each measurement: the process's peak resident set size
   (RSS) on the CPU, the peak memory allocated by PyTorch on a GPU.
+* **the peer**, when ``segmentation_models_pytorch`` is importable (optional,
+  never a dependency of the course): its ``Linknet("resnet18",
+  encoder_weights=None, classes=1)``, the LinkNet a user would otherwise pick,
+  beside ours: parameters, FLOPs, training images/s in both paths and
+  inference latency, with the ratios. Without the package the section is
+  skipped with a message saying so. ``--peer-only`` runs this section alone.
 
 Timing uses only the standard library: ``time.perf_counter`` around each
 repeat, after warm-up runs, waiting for the GPU to finish (``synchronize``)
@@ -48,6 +54,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 
 # Run from a checkout without installing: make the package next to this folder importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -56,13 +63,18 @@ from retina_lib.baselines import frangi_vesselness  # noqa: E402
 from retina_lib.data import SegmentationDataset  # noqa: E402
 from retina_lib.data.synthetic import make_fundus  # noqa: E402
 from retina_lib.device import pick_device, seed_everything  # noqa: E402
-from retina_lib.engine import Train, cpu_supports_bf16, default_amp, default_channels_last  # noqa: E402
+from retina_lib.engine import (Train, autocast_dtype, cpu_supports_bf16, default_amp,  # noqa: E402
+                               default_channels_last)
 from retina_lib.gpu_data import DeviceBatches  # noqa: E402
 from retina_lib.inference import predict  # noqa: E402
-from retina_lib.model import LinkNet  # noqa: E402
+from retina_lib.model import LinkNet, count_parameters  # noqa: E402
 from retina_lib.unet import UNet  # noqa: E402
 
 MODELS: dict[str, Callable[[], nn.Module]] = {"linknet": LinkNet, "unet": UNet}
+
+#: The peer: segmentation_models_pytorch's LinkNet with the same ResNet-18 encoder, untrained like ours.
+PEER = "smp_linknet"
+PEER_DESCRIPTION = 'segmentation_models_pytorch.Linknet("resnet18", encoder_weights=None, classes=1)'
 
 #: Native sizes (height, width) of the photographs predict is timed on.
 PHOTO_SIZES = {"drive": (584, 565), "chase": (960, 999)}
@@ -87,18 +99,19 @@ class Settings:
     predict_repeats: int
     data_items: int  # augmented images per timed data-loading run
     device_data_items: int  # the same for DeviceBatches
+    peer_repeats: int  # timed rounds of the comparison with segmentation_models_pytorch
 
 
 CPU_SETTINGS = Settings(warmup=1, repeats=3, max_seconds=30.0, train_steps=1,
                         batch_sizes={"linknet": (2, 4, 8), "unet": (4,)},
-                        predict_repeats=5, data_items=24, device_data_items=24)
+                        predict_repeats=5, data_items=24, device_data_items=24, peer_repeats=5)
 GPU_SETTINGS = Settings(warmup=3, repeats=5, max_seconds=30.0, train_steps=10,
                         batch_sizes={"linknet": (4, 8, 16, 32, 64, 128), "unet": (4, 8, 16, 32, 64)},
-                        predict_repeats=20, data_items=48, device_data_items=1024)
+                        predict_repeats=20, data_items=48, device_data_items=1024, peer_repeats=10)
 #: ``--quick``: only checks that every part of the script runs (numbers mean nothing).
 QUICK_SETTINGS = Settings(warmup=0, repeats=1, max_seconds=0.0, train_steps=1,
                           batch_sizes={"linknet": (1, 2), "unet": (1,)},
-                          predict_repeats=1, data_items=4, device_data_items=8)
+                          predict_repeats=1, data_items=4, device_data_items=8, peer_repeats=1)
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,47 @@ def half_paths(device: torch.device) -> list[TrainPath]:
     return halves
 
 
+def peer_linknet() -> nn.Module:
+    """segmentation_models_pytorch's LinkNet; ImportError when the (optional) package is not installed."""
+    import segmentation_models_pytorch as smp
+
+    return smp.Linknet("resnet18", encoder_weights=None, classes=1)
+
+
+def peer_missing() -> Optional[str]:
+    """Why the peer comparison cannot run (the package is missing or broken), or None when it can."""
+    try:
+        import segmentation_models_pytorch  # noqa: F401
+    except Exception as error:  # noqa: BLE001 - a broken install fails in many ways; the message says which
+        return f"segmentation_models_pytorch cannot be imported ({type(error).__name__}: {error})"
+    return None
+
+
+def build_model(name: str) -> nn.Module:
+    """A fresh network by benchmark name: one of :data:`MODELS`, or :data:`PEER`."""
+    return peer_linknet() if name == PEER else MODELS[name]()
+
+
+def count_flops(name: str, size: int) -> dict[str, float]:
+    """FLOPs of one ``size`` x ``size`` image through the network ``name``: forward, backward and both.
+
+    Counted by ``torch.utils.flop_counter`` on the meta device (shapes only,
+    instant), a multiply-add counting 2. The backward is what training
+    computes: gradients of the weights and of every activation except the
+    input image, so a training step costs about 3x the forward.
+    """
+    with torch.device("meta"):
+        model = build_model(name)
+        image = torch.empty(1, 3, size, size)
+    with FlopCounterMode(display=False) as forward:
+        logits = model(image)
+    with FlopCounterMode(display=False) as backward:
+        logits.sum().backward()
+    counts = {"forward": forward.get_total_flops(), "backward": backward.get_total_flops()}
+    counts["training_step"] = counts["forward"] + counts["backward"]
+    return counts
+
+
 # --------------------------------------------------------------------------
 # Timing and memory
 # --------------------------------------------------------------------------
@@ -151,10 +205,23 @@ def timed_runs(work: Callable[[], Any], device: torch.device, settings: Settings
     for _ in range(settings.warmup):
         work()
     synchronize(device)
-    seconds: list[float] = []
-    while len(seconds) < settings.repeats:
-        seconds.append(timed_run(work, device))
-        if sum(seconds) >= settings.max_seconds:
+    return take_turns([work], device, settings.repeats, settings.max_seconds)[0]
+
+
+def take_turns(works: list[Callable[[], Any]], device: torch.device, repeats: int,
+               max_seconds: float) -> list[list[float]]:
+    """Seconds of each timed run of each of ``works``, which take turns one run each per round.
+
+    So that a change in the machine's load (other programs) slows them all
+    alike and their ratios stay fair. Stops after ``repeats`` rounds, or
+    earlier once one of them has taken ``max_seconds`` in all (at least one
+    round). Warm-up is the caller's.
+    """
+    seconds: list[list[float]] = [[] for _ in works]
+    while len(seconds[0]) < repeats:
+        for work, times in zip(works, seconds):
+            times.append(timed_run(work, device))
+        if max(sum(times) for times in seconds) >= max_seconds:
             break
     return seconds
 
@@ -199,16 +266,22 @@ def free_memory(device: torch.device) -> None:
 # --------------------------------------------------------------------------
 
 class TrainingStep:
-    """One model, optimizer and batch, set up for one path: :meth:`run` does ``train_steps`` trainer steps."""
+    """One model, optimizer and batch, set up for one path: :meth:`run` does ``train_steps`` trainer steps.
+
+    ``compile_mode``: None (eager, as ``fit`` trains), or a ``torch.compile``
+    mode ("default"; "reduce-overhead" adds CUDA graphs). ``fused_adam``:
+    Adam's fused implementation (the same algorithm, fewer kernels) instead
+    of the one ``fit`` creates.
+    """
 
     def __init__(self, model_name: str, path: TrainPath, batch_size: int, size: int, device: torch.device,
-                 train_steps: int, compile_model: bool = False) -> None:
+                 train_steps: int, compile_mode: Optional[str] = None, fused_adam: bool = False) -> None:
         seed_everything(0)
         memory_format = torch.channels_last if path.channels_last else torch.contiguous_format
-        self.model = MODELS[model_name]().to(device, memory_format=memory_format)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
-        if compile_model:
-            self.model = torch.compile(self.model)
+        self.model = build_model(model_name).to(device, memory_format=memory_format)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4, fused=fused_adam or None)
+        if compile_mode is not None:
+            self.model = torch.compile(self.model, mode=compile_mode)
         self.train = Train(optimise="dice+iou", amp=path.amp, channels_last=path.channels_last)
         image = torch.rand(batch_size, 3, size, size, device=device)
         label = (torch.rand(batch_size, 1, size, size, device=device) < 0.1).float()
@@ -220,31 +293,34 @@ class TrainingStep:
 
 def compare_paths(model_name: str, paths: list[TrainPath], batch_size: int, size: int, device: torch.device,
                   settings: Settings, compile_model: bool = False) -> list[dict[str, Any]]:
-    """Images per second of the trainer's step (forward, Dice + IoU loss, backward, Adam) in each path.
+    """Images per second of the trainer's step (forward, loss, backward, Adam) of one model in each path."""
+    return compare_steps([(model_name, path) for path in paths], batch_size, size, device, settings,
+                         compile_model=compile_model)
 
-    The paths take turns, one timed run each per round, so that a change in
-    the machine's load (other programs) slows them all alike and their ratio
-    stays fair. Each path's peak memory is taken during its own warm-up (the
-    models of the paths set up before it are still there: tens to hundreds
+
+def compare_steps(contenders: list[tuple[str, TrainPath]], batch_size: int, size: int, device: torch.device,
+                  settings: Settings, repeats: Optional[int] = None,
+                  compile_model: bool = False) -> list[dict[str, Any]]:
+    """Images per second of the trainer's step (forward, Dice + IoU loss, backward, Adam) of each (model, path).
+
+    The contenders take turns, one timed run each per round (see
+    :func:`take_turns`). Each one's peak memory is taken during its own
+    warm-up (the models set up before it are still there: tens to hundreds
     of MiB).
     """
     steps, peaks = [], []
-    for path in paths:
+    for model_name, path in contenders:
         reset_peak_memory(device)
-        step = TrainingStep(model_name, path, batch_size, size, device, settings.train_steps, compile_model)
+        step = TrainingStep(model_name, path, batch_size, size, device, settings.train_steps,
+                            compile_mode="default" if compile_model else None)
         for _ in range(settings.warmup):
             step.run()
         synchronize(device)
         steps.append(step)
         peaks.append(peak_memory_mb(device))
-    seconds: list[list[float]] = [[] for _ in paths]
-    while len(seconds[0]) < settings.repeats:
-        for step, times in zip(steps, seconds):
-            times.append(timed_run(step.run, device))
-        if max(sum(times) for times in seconds) >= settings.max_seconds:
-            break
+    seconds = take_turns([step.run for step in steps], device, repeats or settings.repeats, settings.max_seconds)
     results = []
-    for path, times, peak in zip(paths, seconds, peaks):
+    for (model_name, path), times, peak in zip(contenders, seconds, peaks):
         median = statistics.median(times)
         results.append({
             "model": model_name, "path": path.name, "amp": path.amp, "channels_last": path.channels_last,
@@ -337,6 +413,100 @@ def frangi_latency(settings: Settings) -> dict[str, dict[str, Any]]:
         seconds = timed_runs(lambda: frangi_vesselness(sample.image, sample.fov), cpu, settings)
         results[name] = {"ms": 1000 * statistics.median(seconds), "repeats": len(seconds)}
     return results
+
+
+# --------------------------------------------------------------------------
+# The peer: segmentation_models_pytorch's LinkNet beside ours
+# --------------------------------------------------------------------------
+
+#: The peer is compared at the course's batch size.
+PEER_BATCH_SIZE = 4
+
+
+class InferenceStep:
+    """One network in eval mode and one image, set up for one path: :meth:`run` computes the logits once."""
+
+    def __init__(self, model_name: str, path: TrainPath, size: int, device: torch.device) -> None:
+        seed_everything(0)
+        memory_format = torch.channels_last if path.channels_last else torch.contiguous_format
+        self.model = build_model(model_name).to(device, memory_format=memory_format).eval()
+        self.image = torch.rand(1, 3, size, size, device=device).contiguous(memory_format=memory_format)
+        self.dtype = autocast_dtype(path.amp, device)
+        self.device = device
+
+    @torch.no_grad()
+    def run(self) -> None:
+        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            self.model(self.image)
+
+
+def peer_comparison(size: int, device: torch.device, settings: Settings,
+                    paths: list[TrainPath]) -> dict[str, Any]:
+    """Our LinkNet beside segmentation_models_pytorch's, in one run: size, FLOPs, training and inference speed.
+
+    Training: the trainer's step at batch :data:`PEER_BATCH_SIZE`, each
+    network in each path (the same bfloat16 autocast and channels-last for
+    both in the fast path); all four take turns. Inference: logits of one
+    ``size`` x ``size`` image in eval mode without gradients, likewise.
+    Returns ``{"skipped": why}`` when the package is not installed.
+    """
+    missing = peer_missing()
+    if missing is not None:
+        print(f"peer comparison skipped: {missing}. It is optional; "
+              "`pip install segmentation-models-pytorch` to compare with it.", flush=True)
+        return {"skipped": missing}
+    import segmentation_models_pytorch as smp
+
+    names = ("linknet", PEER)
+    report: dict[str, Any] = {"peer": PEER_DESCRIPTION, "smp_version": smp.__version__,
+                              "batch_size": PEER_BATCH_SIZE, "size": size}
+    report["parameters"] = {name: count_parameters(build_model(name)) for name in names}
+    report["flops"] = {name: count_flops(name, size) for name in names}
+    print(f"peer: {PEER_DESCRIPTION}, segmentation_models_pytorch {smp.__version__}", flush=True)
+    for name in names:
+        flops = report["flops"][name]
+        print(f"  {name:12} {report['parameters'][name] / 1e6:6.2f}M parameters, forward "
+              f"{flops['forward'] / 1e9:5.1f} GFLOP, training step {flops['training_step'] / 1e9:5.1f} GFLOP "
+              f"per {size} x {size} image", flush=True)
+
+    contenders = [(name, path) for path in paths for name in names]
+    report["train"] = compare_steps(contenders, PEER_BATCH_SIZE, size, device, settings,
+                                    repeats=settings.peer_repeats)
+    free_memory(device)
+    for result in report["train"]:
+        print_training_row(result)
+
+    steps = [InferenceStep(name, path, size, device) for name, path in contenders]
+    for step in steps:
+        for _ in range(max(1, settings.warmup)):
+            step.run()
+    synchronize(device)
+    seconds = take_turns([step.run for step in steps], device, settings.predict_repeats, settings.max_seconds)
+    report["inference"] = [{"model": name, "path": path.name, "ms": 1000 * statistics.median(times),
+                            "repeats": len(times), "load_average": load_average()}
+                           for (name, path), times in zip(contenders, seconds)]
+    del steps
+    free_memory(device)
+    for result in report["inference"]:
+        print(f"  {result['model']} {result['path']}: inference {result['ms']:.1f} ms per {size} x {size} image "
+              f"({result['repeats']} repeats)", flush=True)
+
+    def value(kind: str, name: str, path: TrainPath) -> float:
+        key = "img_s" if kind == "train" else "ms"
+        return next(r[key] for r in report[kind] if r["model"] == name and r["path"] == path.name)
+
+    report["ratios"] = {}
+    for path in paths:
+        report["ratios"][f"ours / smp, training img/s, {path.name}"] = ratio(
+            value("train", "linknet", path), value("train", PEER, path))
+        report["ratios"][f"smp / ours, inference ms, {path.name}"] = ratio(
+            value("inference", PEER, path), value("inference", "linknet", path))
+    report["ratios"]["ours / smp, forward FLOPs"] = ratio(report["flops"]["linknet"]["forward"],
+                                                          report["flops"][PEER]["forward"])
+    report["ratios"]["ours / smp, parameters"] = ratio(report["parameters"]["linknet"], report["parameters"][PEER])
+    for key, value_ in report["ratios"].items():
+        print(f"  {key:44} {value_:6.2f}", flush=True)
+    return report
 
 
 # --------------------------------------------------------------------------
@@ -441,17 +611,26 @@ def print_training_row(result: dict[str, Any]) -> None:
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """The final table: one line per number that matters, then the ratios."""
     lines = [f"{'':50}{'value':>14}"]
-    for key, value in report["train_img_s"].items():
+    for key, value in report.get("train_img_s", {}).items():
         lines.append(f"{'train ' + key + ' (batch 4), img/s':50}{value:14.2f}")
-    for key, best in report["train_best"].items():
+    for key, best in report.get("train_best", {}).items():
         label = f"train {key} best (batch {best['batch_size']}), img/s"
         lines.append(f"{label:50}{best['img_s']:14.2f}")
-    for key, value in report["predict_ms"].items():
+    for key, value in report.get("predict_ms", {}).items():
         lines.append(f"{'predict ' + key + ', ms/image':50}{value:14.1f}")
-    for key, value in report["frangi_ms"].items():
+    for key, value in report.get("frangi_ms", {}).items():
         lines.append(f"{'frangi ' + key + ', ms/image':50}{value:14.1f}")
-    for key, value in report["data_img_s"].items():
+    for key, value in report.get("data_img_s", {}).items():
         lines.append(f"{'data ' + key + ', img/s':50}{value:14.1f}")
+    peer = report.get("peer", {})
+    for result in peer.get("train", []):
+        label = f"train {result['model']}_{result['path']} (batch {result['batch_size']}), img/s"
+        lines.append(f"{label:50}{result['img_s']:14.2f}")
+    for result in peer.get("inference", []):
+        label = f"infer {result['model']}_{result['path']} ({peer['size']}^2), ms/image"
+        lines.append(f"{label:50}{result['ms']:14.1f}")
+    if "skipped" in peer:
+        lines.append(f"peer comparison skipped: {peer['skipped']}")
     lines.append("ratios:")
     for key, value in report["ratios"].items():
         lines.append(f"  {key:48}" + (f"{'n/a':>14}" if value is None else f"{value:14.2f}"))
@@ -462,14 +641,27 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 # Main
 # --------------------------------------------------------------------------
 
-def run(device: torch.device, size: int, settings: Settings, compile_model: bool) -> dict[str, Any]:
+def run(device: torch.device, size: int, settings: Settings, compile_model: bool,
+        peer_only: bool = False) -> dict[str, Any]:
+    """Every measurement (or, with ``peer_only``, only the comparison with the peer) into one report."""
     report: dict[str, Any] = {"machine": describe_machine(device), "size": size, "settings": asdict(settings)}
     paths = train_paths(device)
     report["paths"] = {path.name: asdict(path) for path in paths}
     print(f"device {device} ({report['machine'].get('gpu', report['machine']['cpu'])}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, load average {report['machine']['load_average_start']}")
     print(f"fast path: amp={paths[1].amp}, channels_last={paths[1].channels_last}")
+    if not peer_only:
+        measure_course(report, device, size, settings, compile_model, paths)
+    print("comparison with the LinkNet of segmentation_models_pytorch:", flush=True)
+    report["peer"] = peer_comparison(size, device, settings, paths)
+    report.setdefault("ratios", {}).update(report["peer"].get("ratios", {}))
+    report["machine"]["load_average_end"] = load_average()
+    return report
 
+
+def measure_course(report: dict[str, Any], device: torch.device, size: int, settings: Settings,
+                   compile_model: bool, paths: list[TrainPath]) -> None:
+    """Training (LinkNet and U-Net), predict, Frangi and data loading, added to ``report``."""
     print(f"training throughput at {size} x {size}:", flush=True)
     runs: list[dict[str, Any]] = []
     for model_name in MODELS:
@@ -533,8 +725,6 @@ def run(device: torch.device, size: int, settings: Settings, compile_model: bool
         "data (device) / linknet fast training, best": ratio(data["device_batches"]["img_s"],
                                                              best["linknet_fast"]["img_s"]),
     }
-    report["machine"]["load_average_end"] = load_average()
-    return report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -547,6 +737,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="check that every part runs: one repeat, tiny batch sizes (numbers mean nothing)")
     parser.add_argument("--size", type=int, default=512, help="training image side (default: %(default)s)")
+    parser.add_argument("--peer-only", action="store_true",
+                        help="only compare with segmentation_models_pytorch's LinkNet (skipped, with a message, "
+                             "when that optional package is not installed)")
     return parser
 
 
@@ -555,7 +748,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     device = pick_device(args.device)
     settings = QUICK_SETTINGS if args.quick else (GPU_SETTINGS if device.type == "cuda" else CPU_SETTINGS)
     started = time.perf_counter()
-    report = run(device, args.size, settings, args.compile)
+    report = run(device, args.size, settings, args.compile, peer_only=args.peer_only)
     report["benchmark_seconds"] = time.perf_counter() - started
     print()
     print("\n".join(summary_lines(report)))

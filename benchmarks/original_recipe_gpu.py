@@ -1,6 +1,7 @@
 """The original course material's full training run, timed: about an hour on a Colab T4 then.
 
     python benchmarks/original_recipe_gpu.py [--device auto] [--data-dir ROOT] [--epochs 100] [--json OUT]
+    python benchmarks/original_recipe_gpu.py --device cpu --epochs 1 --size 64 --images 8   # a quick check
 
 The recipe, as the original material ran it: 80 training images of 512 x 512
 (20 photographs, each also flipped left-right, flipped top-bottom and turned
@@ -47,6 +48,8 @@ from retina_lib.training import TrainConfig, fit, split_validation  # noqa: E402
 #: The original recipe (TrainConfig's defaults are the original's values).
 ORIGINAL = TrainConfig()
 SIZE = 512
+#: Synthetic pictures: 80 train (the original's count), a quarter as many validate.
+SYNTHETIC_IMAGES = 80
 
 
 def offline_augmented(samples: list[Sample]) -> list[Sample]:
@@ -61,25 +64,30 @@ def offline_augmented(samples: list[Sample]) -> list[Sample]:
     return augmented
 
 
-def resized(samples: list[Sample]) -> list[Sample]:
-    """Whole photographs scaled to SIZE x SIZE, as the original recipe did before anything else."""
+def resized(samples: list[Sample], size: int) -> list[Sample]:
+    """Whole photographs scaled to size x size, as the original recipe did before anything else."""
     result = []
     for sample in samples:
-        image, label, fov = resize(sample.image, sample.label, sample.fov, SIZE)
+        image, label, fov = resize(sample.image, sample.label, sample.fov, size)
         result.append(replace(sample, image=image, label=label, fov=fov, second_label=None))
     return result
 
 
-def prepare_pictures(data_dir: Optional[Path]) -> tuple[list[Sample], list[Sample], str]:
-    """(80 training pictures, validation pictures, a description), all SIZE x SIZE."""
+def prepare_pictures(data_dir: Optional[Path], size: int = SIZE,
+                     images: int = SYNTHETIC_IMAGES) -> tuple[list[Sample], list[Sample], str]:
+    """(training pictures, validation pictures, a description), all size x size.
+
+    Synthetic: ``images`` training pictures and a quarter as many validating.
+    """
     if data_dir is None:
-        train = list(synthetic_dataset("train", n=80, size=SIZE))
-        val = list(synthetic_dataset("test", n=20, size=SIZE))
-        return train, val, "synthetic: 80 training, 20 validation pictures"
+        val_images = max(1, images // 4)
+        train = list(synthetic_dataset("train", n=images, size=size))
+        val = list(synthetic_dataset("test", n=val_images, size=size))
+        return train, val, f"synthetic: {images} training, {val_images} validation pictures"
     fit_part, val_part = split_validation(load_dataset("chase_db1", "train", root=data_dir), 4)
-    train = offline_augmented(resized(fit_part))
-    return train, resized(val_part), (f"CHASE_DB1 from {data_dir}: 16 training photographs x 4 offline, "
-                                      "the last 4 training photographs validate")
+    train = offline_augmented(resized(fit_part, size))
+    return train, resized(val_part, size), (f"CHASE_DB1 from {data_dir}: 16 training photographs x 4 offline, "
+                                            "the last 4 training photographs validate")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -87,6 +95,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--data-dir", type=Path, metavar="ROOT", help="data root holding CHASEDB1/ (default: synthetic)")
     parser.add_argument("--epochs", type=int, default=ORIGINAL.epochs, help="default: %(default)s")
+    parser.add_argument("--size", type=int, default=SIZE, help="picture side (default: %(default)s, the original's)")
+    parser.add_argument("--images", type=int, default=SYNTHETIC_IMAGES,
+                        help="synthetic training pictures (default: %(default)s, the original's)")
     parser.add_argument("--resident", choices=["on", "off"], default="on",
                         help="data stored and augmented on the device (default: %(default)s)")
     parser.add_argument("--out", type=Path, metavar="RUN_DIR", help="also write checkpoints there (slower)")
@@ -96,9 +107,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     device = pick_device(args.device)
     started = time.perf_counter()
-    train_pictures, val_pictures, described = prepare_pictures(args.data_dir)
-    train_set = SegmentationDataset(train_pictures, mode="resize", size=SIZE, augment=True, seed=ORIGINAL.seed)
-    val_set = SegmentationDataset(val_pictures, mode="resize", size=SIZE, augment=False, seed=ORIGINAL.seed)
+    train_pictures, val_pictures, described = prepare_pictures(args.data_dir, args.size, args.images)
+    train_set = SegmentationDataset(train_pictures, mode="resize", size=args.size, augment=True, seed=ORIGINAL.seed)
+    val_set = SegmentationDataset(val_pictures, mode="resize", size=args.size, augment=False, seed=ORIGINAL.seed)
     prepare_seconds = time.perf_counter() - started
     print(f"{described}; prepared on the CPU in {prepare_seconds:.1f} s", flush=True)
 
@@ -125,7 +136,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "data": described,
-        "train_images": len(train_set), "val_images": len(val_set), "size": SIZE,
+        "train_images": len(train_set), "val_images": len(val_set), "size": args.size,
         "epochs": args.epochs, "batch_size": ORIGINAL.batch_size, "lr": ORIGINAL.lr, "loss": ORIGINAL.optimise,
         "amp": amp, "channels_last": channels_last, "resident": args.resident == "on",
         "checkpoints": args.out is not None,
