@@ -29,7 +29,8 @@ DISTRIBUTION_OF_IMPORT = {"PIL": "pillow", "skimage": "scikit-image", "tomli": "
 
 #: Imports that are not third-party packages of ours: the project's own modules,
 #: and Colab's ``google.colab`` (present on Colab only, never installed by us).
-NOT_DEPENDENCIES = {"retina_lib", "bench", "conftest", "google"}
+#: ``tomllib`` is the standard library's from Python 3.11 on (tomli before).
+NOT_DEPENDENCIES = {"retina_lib", "bench", "conftest", "google", "tomllib"}
 
 REQUIREMENT = re.compile(r"^([A-Za-z0-9_.\-]+)\s*>=\s*([0-9][0-9.]*)\s*(;.*)?$")
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([0-9][0-9.]*)\s*(;.*)?$")
