@@ -209,8 +209,8 @@ def simulate(path: Path, colab_python: Path, clone: Path, keep: Path | None) -> 
         installed = retina_lib_location(colab_python, workdir)
         if installed is None:
             problems.append("retina_lib was not installed by the notebook's install cell")
-        elif Path(installed).is_relative_to(PROJECT_ROOT) or Path(installed).is_relative_to(clone):
-            problems.append(f"retina_lib was imported from a checkout ({installed}), not installed by pip")
+        elif not Path(installed).is_relative_to(colab_python.parent.parent) or Path(installed).is_relative_to(clone):
+            problems.append(f"retina_lib was imported from {installed}, not installed by pip into the Colab environment")
         leftovers = sorted(entry.name for entry in workdir.iterdir())
         say(f"{path.name}: {time.perf_counter() - started:.0f} s; retina_lib from {installed}; "
             f"the notebook left {leftovers or 'nothing'} in its folder")
