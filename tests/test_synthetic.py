@@ -1,7 +1,5 @@
-"""The synthetic fundus generator: determinism, shapes, realism figures and speed."""
+"""The synthetic fundus generator: determinism, shapes and realism figures (its speed: benchmarks/synthetic_speed.py)."""
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -85,22 +83,6 @@ def test_vessels_taper_from_wide_to_one_or_two_pixels(samples_512: list[Sample])
         thin_share = np.mean(centre_half_widths <= 1.5)  # 1-2 px wide vessels
         wide_share = np.mean(centre_half_widths >= 2.5)  # 4 px wide or more
         assert thin_share > 0.2 and wide_share > 0.05, (thin_share, wide_share)
-
-
-def test_generation_is_fast_enough() -> None:
-    """The figure the issue asks for: about 50 ms per 512 x 512 sample, asserted with a 3x margin.
-
-    Best of three rounds of five samples, so that a moment of competition for
-    the CPU does not fail the test while a real slowdown still does.
-    """
-    make_fundus(512, seed=0)  # warm-up: imports, caches
-    round_means = []
-    for first_seed in (100, 200, 300):
-        start = time.perf_counter()
-        for seed in range(first_seed, first_seed + 5):
-            make_fundus(512, seed)
-        round_means.append((time.perf_counter() - start) / 5)
-    assert min(round_means) < 0.150, f"mean generation time {min(round_means) * 1000:.0f} ms"
 
 
 def test_synthetic_dataset_is_lazy_deterministic_and_named() -> None:
