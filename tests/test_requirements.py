@@ -25,12 +25,17 @@ except ImportError:  # Python 3.10: tomllib arrived in 3.11, tomli is the same p
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 #: Import names that differ from the name of the package that provides them.
-DISTRIBUTION_OF_IMPORT = {"PIL": "pillow", "skimage": "scikit-image", "tomli": "tomli"}
+DISTRIBUTION_OF_IMPORT = {"PIL": "pillow", "skimage": "scikit-image", "tomli": "tomli", "IPython": "ipython"}
 
 #: Imports that are not third-party packages of ours: the project's own modules,
 #: and Colab's ``google.colab`` (present on Colab only, never installed by us).
 #: ``tomllib`` is the standard library's from Python 3.11 on (tomli before).
-NOT_DEPENDENCIES = {"retina_lib", "bench", "conftest", "google", "tomllib"}
+NOT_DEPENDENCIES = {"retina_lib", "google", "tomllib"}
+#: ... nor are the test and benchmark modules that import one another,
+LOCAL_MODULES = {path.stem for folder in ("tests", "benchmarks") for path in (PROJECT_ROOT / folder).glob("*.py")}
+#: ... nor the optional peer library that benchmarks/bench.py compares with when
+#: it happens to be installed (never a dependency of the course).
+OPTIONAL_PEERS = {"segmentation_models_pytorch"}
 
 REQUIREMENT = re.compile(r"^([A-Za-z0-9_.\-]+)\s*>=\s*([0-9][0-9.]*)\s*(;.*)?$")
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([0-9][0-9.]*)\s*(;.*)?$")
@@ -125,7 +130,8 @@ def test_every_imported_package_is_declared() -> None:
     bounds = declared()
     undeclared = {}
     for name, files in every_import().items():
-        if name in sys.stdlib_module_names or name in NOT_DEPENDENCIES or name == "__future__":
+        if (name in sys.stdlib_module_names or name in NOT_DEPENDENCIES | LOCAL_MODULES | OPTIONAL_PEERS
+                    or name == "__future__"):
             continue
         if canonical(DISTRIBUTION_OF_IMPORT.get(name, name)) not in bounds:
             undeclared[name] = sorted(files)
