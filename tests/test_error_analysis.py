@@ -4,7 +4,8 @@ import pytest
 
 from retina_lib.data.sample import Sample
 from retina_lib.error_analysis import (
-    WIDTH_CLASSES, false_positives_by_zone, fov_zones, sensitivity_by_width, vessel_widths, width_class_counts,
+    WIDTH_CLASSES, false_positives_by_zone, fov_zones, optic_disc_centre, sensitivity_by_width, vessel_widths,
+    width_class_counts,
 )
 
 
@@ -121,3 +122,16 @@ def test_true_vessels_are_not_false_positives():
     analysis = false_positives_by_zone([sample], {"label": [sample.label.copy()]})
     assert analysis.false_positives["label"]["FOV"] == 0
     assert np.isnan(analysis.share("label", "rim"))
+
+
+def test_optic_disc_centre_finds_a_bright_spot_away_from_the_rim():
+    fov = np.zeros((120, 120), dtype=bool)
+    rows, columns = np.indices(fov.shape)
+    fov[(rows - 60) ** 2 + (columns - 60) ** 2 <= 55 ** 2] = True
+    image = np.full((120, 120, 3), 0.3)
+    image[(rows - 40) ** 2 + (columns - 80) ** 2 <= 6 ** 2] = 0.9  # the "disc"
+    image[(rows - 60) ** 2 + (columns - 114) ** 2 <= 3 ** 2] = 1.0  # glare on the rim must not win
+    row, column = optic_disc_centre(image, fov)
+    assert abs(row - 40) <= 2 and abs(column - 80) <= 2
+    with pytest.raises(ValueError, match="fov is empty"):
+        optic_disc_centre(image, np.zeros_like(fov))

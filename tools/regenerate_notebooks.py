@@ -41,7 +41,7 @@ def regenerate(path: Path) -> float:
         if cell.id in explorers:
             cell.source = "pass"
     started = time.perf_counter()
-    NotebookClient(notebook, timeout=3600, kernel_name="python3",
+    NotebookClient(notebook, timeout=3600, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(path.resolve().parent)}}).execute()
     seconds = time.perf_counter() - started
     for cell in notebook.cells:
@@ -50,6 +50,7 @@ def regenerate(path: Path) -> float:
         if cell.id in explorers:
             cell.source, cell.outputs, cell.execution_count = explorers[cell.id], [], None
         cell.outputs = [output for output in cell.outputs if WIDGET_VIEW not in output.get("data", {})]
+        cell.metadata.pop("execution", None)  # per-cell timestamps: noise in every diff
     notebook.metadata.pop("widgets", None)
     nbformat.write(notebook, path)
     return seconds
