@@ -201,6 +201,12 @@ def simulate(path: Path, colab_python: Path, clone: Path, keep: Path | None) -> 
         problems = []
         client = NotebookClient(notebook, kernel_name=KERNEL_NAME, timeout=CELL_TIMEOUT_SECONDS,
                                 resources={"metadata": {"path": str(workdir)}})
+        # No stand-in for the front end's Output widget: nbclient's sends each new state
+        # back to the kernel on the shell channel while it waits there for the cell's
+        # reply, and that wait sometimes never ends (nbclient issue #312; it hung here on
+        # notebook 04's browser). Without it the explorers' figures land in the cell's
+        # own outputs, which is all this check reads.
+        client.widget_registry = {}
         try:
             client.execute()
         except CellExecutionError as error:
