@@ -38,6 +38,11 @@ TESTS = Path(__file__).resolve().parent
 SAFETY_NET_SECONDS = 600  # only reached if something hangs
 
 
+def polls(interval: float) -> int:
+    """How many waits of ``interval`` seconds make the safety net: a bound on polling, not a speed test."""
+    return int(SAFETY_NET_SECONDS / interval)
+
+
 @pytest.fixture
 def started() -> Iterator[list[subprocess.Popen]]:
     """Processes a test starts; any still running when it ends (a failed test) are killed."""
@@ -56,15 +61,14 @@ def start_gated_run(out_dir: Path, gate_epoch: int, started: list[subprocess.Pop
                                env=environment, stderr=subprocess.PIPE, text=True)
     started.append(process)
     waiting = out_dir.with_name(out_dir.name + ".waiting")
-    deadline = time.monotonic() + SAFETY_NET_SECONDS
-    while not waiting.exists():
+    for _ in range(polls(0.01)):
+        if waiting.exists():
+            return process
         if process.poll() is not None:
             pytest.fail(f"the gated run ended early (status {process.returncode}): {process.stderr.read()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("the gated run never reached its gate")
         time.sleep(0.01)
-    return process
+    process.kill()
+    pytest.fail("the gated run never reached its gate")
 
 
 def let_go(out_dir: Path) -> None:
@@ -238,8 +242,9 @@ def test_kill_9_of_the_command_line_then_resume_gives_the_same_history(tmp_path:
     process = subprocess.Popen([sys.executable, "-m", "retina_lib", *arguments, "--out", str(run_dir)],
                                env={**os.environ, "PYTHONPATH": str(TESTS.parent)}, stderr=subprocess.DEVNULL)
     started.append(process)
-    deadline = time.monotonic() + SAFETY_NET_SECONDS
-    while not (run_dir / CHECKPOINT_FILE).exists() and process.poll() is None and time.monotonic() < deadline:
+    for _ in range(polls(0.005)):
+        if (run_dir / CHECKPOINT_FILE).exists() or process.poll() is not None:
+            break
         time.sleep(0.005)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=SAFETY_NET_SECONDS)
