@@ -226,6 +226,22 @@ def take_turns(works: list[Callable[[], Any]], device: torch.device, repeats: in
     return seconds
 
 
+def matmul_tflops(device: torch.device, n: int, dtype: torch.dtype = torch.bfloat16, repeats: int = 10) -> float:
+    """TFLOP/s of an n x n by n x n matrix product in ``dtype`` on ``device``: the practical ceiling.
+
+    Median of ``repeats`` runs after 3 warm-ups; a matrix product of this
+    size is the fastest work the device does, so a training step's TFLOP/s
+    divided by this says how much of the achievable speed the step reaches.
+    """
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    seconds = take_turns([lambda: a @ b], device, repeats=repeats, max_seconds=30.0)[0]
+    return 2 * n**3 / statistics.median(seconds) / 1e12
+
+
 def reset_peak_memory(device: torch.device) -> None:
     """Start a new peak-memory measurement (see :func:`peak_memory_mb`)."""
     gc.collect()

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retina_lib.device import pick_device  # noqa: E402
 
-from bench import (TrainingStep, TrainPath, count_flops, free_memory, load_average,  # noqa: E402
+from bench import (TrainingStep, TrainPath, count_flops, free_memory, load_average, matmul_tflops,  # noqa: E402
                    out_of_memory, peak_memory_mb, reset_peak_memory, synchronize, take_turns)
 
 #: Dense bfloat16 tensor-core peak by GPU name, TFLOP/s, from the vendors' datasheets (SXM parts).
@@ -70,17 +70,6 @@ def datasheet_peak(device: torch.device) -> Optional[float]:
         return None
     name = torch.cuda.get_device_name(device)
     return next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in name), None)
-
-
-def matmul_tflops(device: torch.device, n: int) -> float:
-    """TFLOP/s of an n x n by n x n bfloat16 matrix product on ``device`` (median of 10, after 3 warm-ups)."""
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    synchronize(device)
-    seconds = take_turns([lambda: a @ b], device, repeats=10, max_seconds=30.0)[0]
-    return 2 * n**3 / statistics.median(seconds) / 1e12
 
 
 class Session:

@@ -45,7 +45,9 @@ from retina_lib.device import seed_everything  # noqa: E402
 from retina_lib.engine import Train  # noqa: E402
 from retina_lib.model import LinkNet  # noqa: E402
 
-from bench import count_flops  # noqa: E402  (benchmarks/bench.py, next to this file)
+from bench import count_flops, matmul_tflops  # noqa: E402  (benchmarks/bench.py, next to this file)
+
+CPU = torch.device("cpu")  # what this profile measures
 
 #: AMX multiplies 16x32 by 32x16 bfloat16 tiles: 1,024 multiply-adds (2,048 FLOP) per cycle and core.
 AMX_BF16_FLOP_PER_CYCLE = 2048
@@ -97,19 +99,6 @@ def cpu_mhz() -> Optional[float]:
         if line.startswith("cpu MHz"):
             return float(line.partition(":")[2])
     return None
-
-
-def matmul_tflops(n: int, dtype: torch.dtype, repeats: int = 5) -> float:
-    """TFLOP/s of an n x n by n x n matrix product in ``dtype`` (median of ``repeats`` after a warm-up)."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    a @ b
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        seconds.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(seconds) / 1e12
 
 
 # --------------------------------------------------------------------------
@@ -237,8 +226,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     cores = torch.get_num_threads()
     report["amx_peak_tflop_s"] = AMX_BF16_FLOP_PER_CYCLE * mhz * 1e6 * cores / 1e12 if mhz else None
     sides = (args.matmul_size // 2, args.matmul_size)
-    report["matmul_bf16_tflop_s"] = {n: matmul_tflops(n, torch.bfloat16) for n in sides}
-    report["matmul_fp32_tflop_s"] = {n: matmul_tflops(n, torch.float32, repeats=3) for n in sides}
+    report["matmul_bf16_tflop_s"] = {n: matmul_tflops(CPU, n, torch.bfloat16, repeats=5) for n in sides}
+    report["matmul_fp32_tflop_s"] = {n: matmul_tflops(CPU, n, torch.float32, repeats=3) for n in sides}
     ceiling = max(report["matmul_bf16_tflop_s"].values())  # the practical ceiling: the best we saw
     report["ceiling_tflop_s"] = ceiling
     print(f"torch {torch.__version__}, {cores} threads, load average {report['load_average_start']}")

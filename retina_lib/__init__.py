@@ -9,9 +9,15 @@ one readable place::
 
 Modules: ``model`` (LinkNet), ``losses``, ``metrics``, ``data`` (datasets,
 downloads, synthetic fundus images, augmentation), ``engine`` (Train,
-Evaluate), ``training`` (fit, checkpoints), ``recipes``, ``inference``
-(predict), ``evaluation`` (evaluate), ``baselines`` (Frangi), ``plotter``,
-``widgets``, ``model_stats`` (shapes, parameters, FLOPs and receptive fields), ``course`` (the notebooks' setup) and ``cli`` (``python -m retina_lib``).
+Evaluate), ``training`` (fit and TrainConfig), ``run_folder``,
+``checkpoints`` and ``weights`` (a run's files, resuming, safe loading),
+``batches`` and ``distributed`` (what fit iterates over, several processes),
+``recipes``, ``inference`` (predict), ``evaluation`` (evaluate),
+``baselines`` (Frangi), ``error_analysis`` (misses by vessel width, where
+false alarms gather), ``model_stats`` (shapes, parameters, FLOPs, receptive
+fields), ``plotter``, ``widgets``, ``measured`` (the course's measured
+results), ``exercises`` (answer checks), ``course`` (the notebooks' setup)
+and ``cli`` (``python -m retina_lib``).
 """
 from .device import pick_device, seed_everything
 from .engine import Evaluate, Train
