@@ -1,4 +1,9 @@
-"""Choose the course's training recipe on CHASE_DB1 WITHOUT looking at the test split.
+"""Choose training recipes on CHASE_DB1 WITHOUT looking at the test split.
+
+Two sweeps use this script. The first chose the ``course`` preset (group
+``course``, run on an H200). The second searched for the ``best`` preset
+(group ``best``: longer schedules, larger crops, the clDice loss, flip
+test-time augmentation; run on a 2-core CPU).
 
 Every candidate recipe is trained with the command line (``python -m
 retina_lib train``, the exact arguments are recorded), holding out the last 4
@@ -8,9 +13,12 @@ training images. The recipe with the best validation F1 wins. The test split is
 scored afterwards by ``results/gpu_session.sh``, never here.
 
     python results/sweep.py --data-dir ../shared/datasets --device cuda --out runs/sweep
+    python results/sweep.py --group best --data-dir ../shared/datasets --device cpu --out runs/best_sweep
 
 Writes ``OUT/sweep.json`` (one entry per recipe: command, wall time, validation
-scores) and prints a table. The course's own sweep is kept in the package as
+scores, with and without flip test-time augmentation) and prints a table. A
+candidate whose run folder already holds a checkpoint is resumed (``--resume``),
+so an interrupted sweep goes on where it stopped and a finished run is only scored. The course's own sweep is kept in the package as
 ``retina_lib/measured/chase_db1/sweep.json`` and each run's history as
 ``retina_lib/measured/chase_db1/sweep_NAME/history.json`` (copied there from
 OUT; ``load_measured("chase_db1/sweep")`` reads it).
@@ -29,8 +37,8 @@ from retina_lib.data import load_dataset
 from retina_lib.evaluation import evaluate
 from retina_lib.training import load_weights, split_validation
 
-#: name -> the recipe's command-line options (all seeded with --seed 0).
-CANDIDATES: dict[str, list[str]] = {
+#: name -> the recipe's command-line options (all seeded with --seed 0), the sweep that chose ``course``.
+COURSE_CANDIDATES: dict[str, list[str]] = {
     "original": ["--resize", "512", "--loss", "dice+iou", "--lr", "1e-4", "--epochs", "100"],
     "crop512_bce_1e-3": ["--crop", "512", "--loss", "bce+dice", "--lr", "1e-3", "--schedule", "cosine",
                          "--epochs", "40", "--samples-per-epoch", "100"],
@@ -44,22 +52,44 @@ CANDIDATES: dict[str, list[str]] = {
                               "--epochs", "80", "--samples-per-epoch", "100"],
 }
 
+#: The sweep for the ``best`` preset, made on a 2-core CPU: each change to ``course`` is first tried
+#: alone at half the schedule (20 epochs, beside ``course_e20``), then the winners together at a
+#: longer one (added with --candidate once chosen). "crop768" sees the same number of pixels per
+#: epoch as 100 crops of 512 (44 x 768^2 = 100 x 512^2).
+BEST_CANDIDATES: dict[str, list[str]] = {
+    "course_e20": ["--preset", "course", "--epochs", "20"],
+    "course": ["--preset", "course"],
+    "cldice_e20": ["--preset", "course", "--epochs", "20", "--loss", "bce+dice+cldice"],
+    "crop768_e20": ["--preset", "course", "--epochs", "20", "--crop", "768", "--samples-per-epoch", "44"],
+}
 
-def validation_scores(weights: Path, data_dir: str, device: str) -> dict:
-    """F1, AUC... on the 4 held-out TRAIN images, threshold chosen on the other 16."""
+GROUPS = {"course": COURSE_CANDIDATES, "best": BEST_CANDIDATES}
+
+
+def validation_scores(weights: Path, data_dir: str, device: str, tta: bool = False) -> dict:
+    """F1, AUC... on the 4 held-out TRAIN images, threshold chosen on the other 16 (with the same ``tta``)."""
     samples = load_dataset("chase_db1", "train", root=data_dir)
     fit_part, val_part = split_validation(samples, 4)
     model = load_weights(weights).to(device)
-    results = evaluate(model, val_part, train_samples=fit_part, with_baselines=False, progress=False)
+    results = evaluate(model, val_part, train_samples=fit_part, with_baselines=False, tta=tta, progress=False)
     return {key: results[key] for key in ("f1", "auc_roc", "auc_pr", "threshold", "sensitivity", "specificity")}
+
+
+def training_seconds(run_dir: Path) -> float:
+    """The summed epoch times of a run (also right for a run resumed after an interruption)."""
+    history = json.loads((run_dir / "history.json").read_text())
+    return round(sum(history["epoch_seconds"]), 1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--group", choices=list(GROUPS), default="course", help="which sweep (default: course)")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
     parser.add_argument("--only", nargs="*", help="run only these candidates")
+    parser.add_argument("--candidate", nargs=2, action="append", default=[], metavar=("NAME", "OPTIONS"),
+                        help='an extra candidate, e.g. --candidate best "--preset best"')
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="options appended to every run")
     args = parser.parse_args()
@@ -67,30 +97,35 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     summary_path = args.out / "sweep.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    for name, options in CANDIDATES.items():
+    candidates = {**GROUPS[args.group], **{name: options.split() for name, options in args.candidate}}
+    for name, options in candidates.items():
         if args.only and name not in args.only:
             continue
         run_dir = args.out / name
         command = ["train", "--dataset", "chase_db1", "--data-dir", args.data_dir, "--seed", "0",
                    "--val-count", "4", "--device", device, "--num-workers", str(args.num_workers),
                    "--out", str(run_dir), *options, *args.extra]
-        print("python -m retina_lib " + " ".join(command), flush=True)
+        resume = ["--resume"] if (run_dir / "checkpoint.pth").exists() else []
+        print("python -m retina_lib " + " ".join(command + resume), flush=True)
         start = time.perf_counter()
-        status = cli_main(command)
+        status = cli_main(command + resume)
         seconds = time.perf_counter() - start
         entry = {"command": "python -m retina_lib " + " ".join(command), "train_seconds": round(seconds, 1),
                  "exit_status": status, "device": torch.cuda.get_device_name() if device.startswith("cuda") else device}
         if status in (0, None):
+            entry["train_seconds"] = training_seconds(run_dir)
             entry["validation"] = validation_scores(run_dir / "linknet.pth", args.data_dir, device)
+            entry["validation_tta"] = validation_scores(run_dir / "linknet.pth", args.data_dir, device, tta=True)
         summary[name] = entry
         summary_path.write_text(json.dumps(summary, indent=2))
         print(name, json.dumps(entry.get("validation")), f"{seconds:.0f} s", flush=True)
     best = max((n for n in summary if "validation" in summary[n]), key=lambda n: summary[n]["validation"]["f1"])
     (args.out / "best.txt").write_text(best)
-    print(f"\n{'recipe':28s} {'val F1':>7s} {'val AUC':>8s} {'train s':>8s}")
+    print(f"\n{'recipe':28s} {'val F1':>7s} {'val AUC':>8s} {'+TTA F1':>8s} {'+TTA AUC':>9s} {'train s':>8s}")
     for name, entry in summary.items():
-        val = entry.get("validation", {})
+        val, tta = entry.get("validation", {}), entry.get("validation_tta", {})
         print(f"{name:28s} {val.get('f1', float('nan')):7.4f} {val.get('auc_roc', float('nan')):8.4f} "
+              f"{tta.get('f1', float('nan')):8.4f} {tta.get('auc_roc', float('nan')):9.4f} "
               f"{entry['train_seconds']:8.1f}")
     print(f"best on validation: {best}")
 

@@ -23,14 +23,14 @@ from .device import pick_device, seed_everything
 from .engine import Evaluate, Train
 from .evaluation import evaluate
 from .inference import predict
-from .losses import BCEDiceLoss, DiceLoss, IoU
+from .losses import BCEDiceLoss, ClDiceLoss, DiceLoss, IoU
 from .model import LinkNet, count_parameters, probabilities
 from .training import TrainConfig, fit, load_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BCEDiceLoss", "DiceLoss", "Evaluate", "IoU", "LinkNet", "Train", "TrainConfig",
+    "BCEDiceLoss", "ClDiceLoss", "DiceLoss", "Evaluate", "IoU", "LinkNet", "Train", "TrainConfig",
     "count_parameters", "evaluate", "fit", "load_weights", "pick_device", "predict",
     "probabilities", "seed_everything",
 ]

@@ -20,7 +20,9 @@ and fix what was wrong with it:
 * **What is optimised is said out loud**: ``optimise="dice+iou"`` (the
   original recipe: Dice loss + IoU loss, both back-propagated) or
   ``optimise="bce+dice"`` (:class:`~retina_lib.losses.BCEDiceLoss`, usually
-  easier to train). The Dice and IoU losses are reported either way.
+  easier to train) or ``optimise="bce+dice+cldice"`` (the same plus half a
+  centreline Dice loss, :class:`~retina_lib.losses.ClDiceLoss`, which rewards
+  thin vessels). The Dice and IoU losses are reported either way.
 * **Evaluation runs in eval mode, without gradients**, so batch-norm
   statistics and weights are left alone.
 * **Everything follows the model's device** (CPU, CUDA or Apple MPS).
@@ -43,10 +45,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .inference import model_device
-from .losses import BCEDiceLoss, DiceLoss, IoU
+from .losses import BCEDiceLoss, ClDiceLoss, DiceLoss, IoU
 
 #: The losses :class:`Train` can minimise.
-OPTIMISE_CHOICES = ("dice+iou", "bce+dice")
+OPTIMISE_CHOICES = ("dice+iou", "bce+dice", "bce+dice+cldice")
+
+#: The weight of the clDice loss in "bce+dice+cldice": BCE + Dice loss + CLDICE_WEIGHT * clDice loss.
+#: clDice's authors mix it with a pixel loss at weights of 0.1 to 0.5; half keeps Dice in charge of widths.
+CLDICE_WEIGHT = 0.5
 
 #: Mixed-precision settings: "auto" picks with :func:`default_amp`.
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
@@ -202,8 +208,9 @@ class _Engine(nn.Module):
     Args:
         dice: soft Dice loss; always reported.
         iou: soft IoU loss; always reported.
-        optimise: "dice+iou" (the original recipe: the sum of both losses) or
-            "bce+dice" (binary cross-entropy + Dice, see BCEDiceLoss).
+        optimise: "dice+iou" (the original recipe: the sum of both losses),
+            "bce+dice" (binary cross-entropy + Dice, see BCEDiceLoss) or
+            "bce+dice+cldice" (that plus CLDICE_WEIGHT x the clDice loss, see ClDiceLoss).
         amp: mixed precision, one of :data:`AMP_CHOICES`; "auto" means
             :func:`default_amp` for the model's device.
         channels_last: send images in channels-last memory layout (faster
@@ -228,7 +235,8 @@ class _Engine(nn.Module):
         self.dice = dice if dice is not None else DiceLoss()
         self.iou = iou if iou is not None else IoU()
         self.optimise = optimise
-        self.bce_dice = BCEDiceLoss() if optimise == "bce+dice" else None
+        self.bce_dice = BCEDiceLoss() if optimise.startswith("bce+dice") else None
+        self.cldice = ClDiceLoss() if optimise == "bce+dice+cldice" else None
         self.amp = check_amp(amp)
         self.channels_last = channels_last
         self.hard_dice = DiceLoss(from_logits=False)
@@ -251,6 +259,8 @@ class _Engine(nn.Module):
         _, iou_loss = self.iou(logits, label)
         if self.bce_dice is not None:
             _, loss = self.bce_dice(logits, label)
+            if self.cldice is not None:
+                loss = loss + CLDICE_WEIGHT * self.cldice(logits, label)[1]
         else:
             loss = dice_loss + iou_loss
         return loss, dice_loss, iou_loss

@@ -1,4 +1,4 @@
-"""Overlap losses for binary segmentation: soft Dice, soft IoU, and BCE + Dice.
+"""Overlap losses for binary segmentation: soft Dice, soft IoU, BCE + Dice, and centreline Dice (clDice).
 
 Vessels cover only about a tenth of a fundus image, so a loss that counts every
 pixel equally (plain cross-entropy) is dominated by the background. Dice and IoU
@@ -122,3 +122,88 @@ class BCEDiceLoss(nn.Module):
             bce = F.binary_cross_entropy_with_logits(logits, truth, weight=weight, reduction="sum")
             bce = bce / (logits.numel() if weight is None else weight.sum().clamp_min(1.0))
         return dice_score, self.bce_weight * bce + self.dice_weight * dice_loss
+
+
+# --------------------------------------------------------------------------
+# clDice: overlap of centrelines, for thin vessels and connectivity
+# --------------------------------------------------------------------------
+
+#: Erosion steps of :func:`soft_skeleton`. Each step thins a vessel by one
+#: pixel on either side, so 5 steps reach the centre of vessels up to about 11
+#: pixels wide: all but CHASE_DB1's widest trunks, which the Dice term already
+#: handles well. Each step costs about as much as a tenth of a LinkNet training
+#: step on the CPU, so the count is kept to what thin vessels need.
+SKELETON_ITERATIONS = 5
+
+
+def soft_erode(prob: Tensor) -> Tensor:
+    """Grey-level erosion with a 3x3 cross: each pixel becomes the minimum of itself and its 4 neighbours.
+
+    A min-pool is a max-pool of the negated map. The cross (rather than a full
+    3x3 square) removes one pixel per side without cutting diagonal vessels.
+    """
+    vertical = -F.max_pool2d(-prob, kernel_size=(3, 1), stride=1, padding=(1, 0))
+    horizontal = -F.max_pool2d(-prob, kernel_size=(1, 3), stride=1, padding=(0, 1))
+    return torch.minimum(vertical, horizontal)
+
+
+def soft_dilate(prob: Tensor) -> Tensor:
+    """Grey-level dilation with a 3x3 square (a max-pool)."""
+    return F.max_pool2d(prob, kernel_size=3, stride=1, padding=1)
+
+
+def soft_skeleton(prob: Tensor, iterations: int = SKELETON_ITERATIONS) -> Tensor:
+    """A differentiable centreline of a (N, 1, H, W) probability map, values in [0, 1].
+
+    Morphological skeleton built from min- and max-pools: at every erosion
+    step, what an opening (erode, then dilate) would remove is a ridge of the
+    shape at that depth; the skeleton collects these ridges. For a hard mask
+    this keeps about the central pixel line of each vessel; for probabilities
+    it is a soft version of it, so gradients flow.
+    """
+    skeleton = F.relu(prob - soft_dilate(soft_erode(prob)))
+    for _ in range(iterations):
+        prob = soft_erode(prob)
+        ridge = F.relu(prob - soft_dilate(soft_erode(prob)))
+        skeleton = skeleton + F.relu(ridge - skeleton * ridge)  # add what is not there yet
+    return skeleton
+
+
+class ClDiceLoss(nn.Module):
+    """Centreline Dice (clDice; Shit et al., CVPR 2021): ``score, loss = ClDiceLoss()(output, target)``.
+
+    Plain Dice counts pixels, so a thick vessel outweighs many thin ones, and
+    a gap that cuts a vessel in two costs only a few pixels. clDice compares
+    centrelines with shapes instead:
+
+    * topology precision: the share of the PREDICTION's centreline lying
+      inside the labelled vessels (penalises spurious branches);
+    * topology sensitivity: the share of the LABEL's centreline covered by
+      the prediction (penalises missed and broken thin vessels);
+
+    and takes their harmonic mean. Every vessel's centreline has a length
+    that does not depend on its width, so thin vessels count as much as thick ones.
+    """
+
+    def __init__(self, from_logits: bool = True, iterations: int = SKELETON_ITERATIONS,
+                 eps: float = DEFAULT_EPS) -> None:
+        super().__init__()
+        self.from_logits = from_logits
+        self.iterations = iterations
+        self.eps = eps
+
+    def forward(self, output: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        if output.dim() != 4 or output.shape[1] != 1:
+            raise ValueError(f"clDice needs (N, 1, H, W) maps, got output of shape {tuple(output.shape)}")
+        with torch.autocast(device_type=output.device.type, enabled=False):
+            prob, truth = _prepare(output, target, mask, self.from_logits)
+            prob, truth = prob.reshape(output.shape), truth.reshape(output.shape)
+            with torch.no_grad():  # the label's centreline is a constant
+                truth_skeleton = soft_skeleton(truth, self.iterations)
+            prob_skeleton = soft_skeleton(prob, self.iterations)
+            precision = ((prob_skeleton * truth).sum(dim=(1, 2, 3)) + self.eps) / (
+                prob_skeleton.sum(dim=(1, 2, 3)) + self.eps)
+            sensitivity = ((truth_skeleton * prob).sum(dim=(1, 2, 3)) + self.eps) / (
+                truth_skeleton.sum(dim=(1, 2, 3)) + self.eps)
+            score = (2.0 * precision * sensitivity / (precision + sensitivity)).mean()
+        return score, 1.0 - score

@@ -122,7 +122,8 @@ class TrainConfig:
         epochs: passes over the training set (100).
         batch_size: images per step (4).
         lr: Adam's learning rate (1e-4).
-        optimise: "dice+iou" (the original: Dice loss + IoU loss) or "bce+dice".
+        optimise: "dice+iou" (the original: Dice loss + IoU loss), "bce+dice" or
+            "bce+dice+cldice" (see :data:`~retina_lib.engine.OPTIMISE_CHOICES`).
         schedule: None (constant learning rate) or "cosine" (decays to 0).
         seed: seeds weights initialisation, shuffling and augmentation.
 
@@ -258,7 +259,8 @@ def fit(
             :class:`~retina_lib.gpu_data.DeviceBatches`. Without
             ``val_data`` there is no best epoch to choose: the last one is kept.
         epochs, batch_size, lr: the recipe (defaults: :class:`TrainConfig`).
-        optimise: "dice+iou" (Dice loss + IoU loss, the original) or "bce+dice".
+        optimise: "dice+iou" (Dice loss + IoU loss, the original), "bce+dice" or
+            "bce+dice+cldice" (see :class:`~retina_lib.engine.Train`).
         schedule: None (constant lr) or "cosine" (decays to 0 over ``epochs``).
         device: "auto" (CUDA, then Apple MPS, then CPU) or a device name.
         amp: mixed precision, "auto" (see :func:`~retina_lib.engine.default_amp`),

@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from retina_lib.engine import (
+    CLDICE_WEIGHT,
     EpochResult,
     Evaluate,
     NonFiniteLossError,
@@ -17,7 +18,7 @@ from retina_lib.engine import (
     cpu_supports_bf16,
     default_amp,
 )
-from retina_lib.losses import BCEDiceLoss, DiceLoss, IoU
+from retina_lib.losses import BCEDiceLoss, ClDiceLoss, DiceLoss, IoU
 
 
 def tiny_net() -> nn.Module:
@@ -96,7 +97,7 @@ def test_thresholded_dice_is_scored_inside_the_fov() -> None:
     assert evaluate.run_epoch(everything_is_vessel, without_fov).dice == pytest.approx(2 / 3, abs=1e-4)
 
 
-@pytest.mark.parametrize("optimise", ["dice+iou", "bce+dice"])
+@pytest.mark.parametrize("optimise", ["dice+iou", "bce+dice", "bce+dice+cldice"])
 def test_the_optimised_loss_is_the_one_asked_for(optimise: str) -> None:
     torch.manual_seed(3)
     logits = torch.randn(2, 1, 32, 32)
@@ -106,7 +107,11 @@ def test_the_optimised_loss_is_the_one_asked_for(optimise: str) -> None:
     assert isinstance(result, EpochResult)
     _, dice_loss = DiceLoss()(logits, label)
     _, iou_loss = IoU()(logits, label)
-    expected = dice_loss + iou_loss if optimise == "dice+iou" else BCEDiceLoss()(logits, label)[1]
+    expected = {
+        "dice+iou": dice_loss + iou_loss,
+        "bce+dice": BCEDiceLoss()(logits, label)[1],
+        "bce+dice+cldice": BCEDiceLoss()(logits, label)[1] + CLDICE_WEIGHT * ClDiceLoss()(logits, label)[1],
+    }[optimise]
     assert result.loss == pytest.approx(expected.item(), rel=1e-5)
     assert result.dice_loss == pytest.approx(dice_loss.item(), rel=1e-5)
     assert result.iou_loss == pytest.approx(iou_loss.item(), rel=1e-5)

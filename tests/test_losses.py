@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from retina_lib import BCEDiceLoss, DiceLoss, IoU
+from retina_lib.losses import ClDiceLoss, soft_skeleton
 
 # A 4x4 label with a 2x2 vessel block in the top-left corner (4 vessel pixels).
 TARGET = torch.tensor(
@@ -83,7 +84,7 @@ def test_mask_excludes_pixels():
     assert dice == pytest.approx(6 / 7, abs=1e-6)
 
 
-@pytest.mark.parametrize("loss_fn", [DiceLoss(), IoU(), BCEDiceLoss()])
+@pytest.mark.parametrize("loss_fn", [DiceLoss(), IoU(), BCEDiceLoss(), ClDiceLoss()])
 def test_losses_are_differentiable(loss_fn):
     logits = torch.randn(2, 1, 8, 8, requires_grad=True)
     target = (torch.rand(2, 1, 8, 8) > 0.5).float()
@@ -92,7 +93,7 @@ def test_losses_are_differentiable(loss_fn):
     assert logits.grad is not None and logits.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("loss_fn", [DiceLoss(), IoU(), BCEDiceLoss()])
+@pytest.mark.parametrize("loss_fn", [DiceLoss(), IoU(), BCEDiceLoss(), ClDiceLoss()])
 def test_float32_even_under_autocast(loss_fn):
     logits = torch.randn(1, 1, 8, 8)
     target = (torch.rand(1, 1, 8, 8) > 0.5).float()
@@ -116,3 +117,58 @@ def test_bce_dice_is_bce_plus_dice_loss():
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="shapes differ"):
         DiceLoss()(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
+
+
+# --------------------------------------------------------------------------
+# clDice
+# --------------------------------------------------------------------------
+
+def horizontal_bar(width: int, size: int = 32) -> torch.Tensor:
+    """A (1, 1, size, size) mask with one horizontal vessel ``width`` pixels wide."""
+    mask = torch.zeros(1, 1, size, size)
+    top = size // 2 - width // 2
+    mask[0, 0, top:top + width, 2:size - 2] = 1
+    return mask
+
+
+@pytest.mark.parametrize("width", [1, 3, 5, 9])
+def test_skeleton_of_a_bar_is_one_pixel_line_inside_it(width):
+    bar = horizontal_bar(width)
+    skeleton = soft_skeleton(bar)
+    assert torch.all((skeleton > 0) <= (bar > 0))  # never outside the shape
+    # Away from the ends, every column of the bar holds exactly one skeleton pixel, in the middle row.
+    middle = skeleton[0, 0, :, 8:24]
+    assert torch.all(middle.sum(dim=0) == 1)
+    assert torch.all(middle.argmax(dim=0) == 16 - width // 2 + (width - 1) // 2)
+
+
+def test_cldice_counts_a_thin_vessel_about_as_much_as_a_thick_one():
+    # Label: a thick (9 px) and a thin (1 px) vessel of the same length.
+    thin = torch.zeros(1, 1, 64, 64)
+    thin[0, 0, 50, 2:62] = 1
+    thick = horizontal_bar(9, size=64)
+    label = thick + thin
+    dice = {name: DiceLoss(from_logits=False)(found, label)[0].item() for name, found in
+            (("thick", thick), ("thin", thin))}
+    cldice = {name: ClDiceLoss(from_logits=False)(found, label)[0].item() for name, found in
+              (("thick", thick), ("thin", thin))}
+    # Pixel Dice: finding only the thick vessel is nearly perfect, finding only the thin one nearly worthless.
+    assert dice["thick"] > 0.94 and dice["thin"] < 0.2
+    # clDice: each is worth about the same (each covers about half the label's centreline).
+    assert 0.5 < cldice["thick"] < 0.75 and 0.5 < cldice["thin"] < 0.75
+    assert cldice["thick"] == pytest.approx(cldice["thin"], abs=0.1)
+
+
+def test_cldice_perfect_and_differentiable():
+    label = horizontal_bar(5)
+    score, loss = ClDiceLoss(from_logits=False)(label, label)
+    assert score.item() == pytest.approx(1.0, abs=1e-5) and loss.item() == pytest.approx(0.0, abs=1e-5)
+    logits = torch.randn(2, 1, 32, 32, requires_grad=True)
+    _, loss = ClDiceLoss()(logits, torch.cat([label, label]))
+    loss.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_cldice_refuses_maps_that_are_not_single_channel_images():
+    with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
+        ClDiceLoss()(torch.zeros(2, 64), torch.zeros(2, 64))
