@@ -3,25 +3,29 @@
 Two sweeps use this script. The first chose the ``course`` preset (group
 ``course``, run on an H200). The second searched for the ``best`` preset
 (group ``best``: longer schedules, larger crops, the clDice loss, flip
-test-time augmentation; run on a 2-core CPU).
+test-time augmentation; run on a 2-core CPU; ``BEST_CANDIDATES`` says in which order).
 
 Every candidate recipe is trained with the command line (``python -m
 retina_lib train``, the exact arguments are recorded), holding out the last 4
 images of the TRAIN split. Each run is then scored on those 4 validation images
 at native resolution inside the FOV, with the threshold chosen on the other 16
 training images. The recipe with the best validation F1 wins. The test split is
-scored afterwards by ``results/gpu_session.sh``, never here.
+scored afterwards, never here (``results/gpu_session.sh`` for ``course``, the
+``evaluate`` commands in ``results/README.md`` for ``best``).
 
     python results/sweep.py --data-dir ../shared/datasets --device cuda --out runs/sweep
     python results/sweep.py --group best --data-dir ../shared/datasets --device cpu --out runs/best_sweep
 
-Writes ``OUT/sweep.json`` (one entry per recipe: command, wall time, validation
-scores, with and without flip test-time augmentation) and prints a table. A
-candidate whose run folder already holds a checkpoint is resumed (``--resume``),
-so an interrupted sweep goes on where it stopped and a finished run is only scored. The course's own sweep is kept in the package as
-``retina_lib/measured/chase_db1/sweep.json`` and each run's history as
-``retina_lib/measured/chase_db1/sweep_NAME/history.json`` (copied there from
-OUT; ``load_measured("chase_db1/sweep")`` reads it).
+Writes ``OUT/sweep.json`` (one entry per recipe: command, training time,
+validation scores, with and without flip test-time augmentation) and prints a
+table. A candidate whose run folder already holds a checkpoint is resumed
+(``--resume``), so an interrupted sweep goes on where it stopped and a finished
+run is only scored. The sweeps are kept in the package as
+``retina_lib/measured/chase_db1/sweep.json`` (``course``) and
+``retina_lib/measured/chase_db1/best_sweep.json`` (``best``), each run's history
+as ``retina_lib/measured/chase_db1/sweep_NAME/history.json`` or
+``.../best_sweep_NAME/history.json`` (copied there from OUT;
+``load_measured("chase_db1/best_sweep")`` reads one).
 """
 from __future__ import annotations
 
@@ -52,15 +56,17 @@ COURSE_CANDIDATES: dict[str, list[str]] = {
                               "--epochs", "80", "--samples-per-epoch", "100"],
 }
 
-#: The sweep for the ``best`` preset, made on a 2-core CPU: each change to ``course`` is first tried
-#: alone at half the schedule (20 epochs, beside ``course_e20``), then the winners together at a
-#: longer one (added with --candidate once chosen). "crop768" sees the same number of pixels per
-#: epoch as 100 crops of 512 (44 x 768^2 = 100 x 512^2).
+#: The sweep for the ``best`` preset, made on a 2-core CPU. Stage 1: each change to ``course`` alone
+#: at half the schedule (20 epochs, beside ``course_e20``); "crop768" sees the same number of pixels
+#: per epoch as 100 crops of 512 (44 x 768^2 = 100 x 512^2). Stage 2: the stage-1 winner (clDice)
+#: at longer schedules.
 BEST_CANDIDATES: dict[str, list[str]] = {
     "course_e20": ["--preset", "course", "--epochs", "20"],
     "course": ["--preset", "course"],
     "cldice_e20": ["--preset", "course", "--epochs", "20", "--loss", "bce+dice+cldice"],
     "crop768_e20": ["--preset", "course", "--epochs", "20", "--crop", "768", "--samples-per-epoch", "44"],
+    "cldice_e40": ["--preset", "course", "--loss", "bce+dice+cldice"],
+    "cldice_e80": ["--preset", "course", "--loss", "bce+dice+cldice", "--epochs", "80"],
 }
 
 GROUPS = {"course": COURSE_CANDIDATES, "best": BEST_CANDIDATES}
@@ -88,8 +94,6 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
     parser.add_argument("--only", nargs="*", help="run only these candidates")
-    parser.add_argument("--candidate", nargs=2, action="append", default=[], metavar=("NAME", "OPTIONS"),
-                        help='an extra candidate, e.g. --candidate best "--preset best"')
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="options appended to every run")
     args = parser.parse_args()
@@ -97,8 +101,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     summary_path = args.out / "sweep.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    candidates = {**GROUPS[args.group], **{name: options.split() for name, options in args.candidate}}
-    for name, options in candidates.items():
+    for name, options in GROUPS[args.group].items():
         if args.only and name not in args.only:
             continue
         run_dir = args.out / name

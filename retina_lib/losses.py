@@ -170,7 +170,9 @@ def soft_skeleton(prob: Tensor, iterations: int = SKELETON_ITERATIONS) -> Tensor
 
 
 class ClDiceLoss(nn.Module):
-    """Centreline Dice (clDice; Shit et al., CVPR 2021): ``score, loss = ClDiceLoss()(output, target)``.
+    """Centreline Dice: ``score, loss = ClDiceLoss()(output, target)``.
+
+    clDice is from Shit et al., CVPR 2021 (arXiv:2003.07311); the code here is our own.
 
     Plain Dice counts pixels, so a thick vessel outweighs many thin ones, and
     a gap that cuts a vessel in two costs only a few pixels. clDice compares

@@ -7,6 +7,11 @@ Two recipes matter in this course:
 * ``course`` - the recipe this course recommends, chosen by experiment on the
   TRAINING split of CHASE_DB1 (``results/sweep.py``; see ``results/README.md``
   for the numbers behind the choice).
+* ``best`` - the course recipe taken further for the best scores, also chosen
+  on the training split only (``results/sweep.py --group best``): the clDice
+  loss added to BCE + Dice, and a longer schedule. It costs about
+  EPOCHS_FACTOR the course recipe's training time; score it with flip
+  test-time augmentation (``evaluate --tta``), as its sweep did.
 
 The command line (``python -m retina_lib train --preset course``) and the
 training notebook both call :func:`train_recipe`, so a run started from either
@@ -27,6 +32,10 @@ RECIPES: dict[str, TrainConfig] = {
     "original": TrainConfig(),
     "course": TrainConfig(
         epochs=40, batch_size=4, lr=1e-3, optimise="bce+dice", schedule="cosine",
+        mode="crop", size=512, samples_per_epoch=100,
+    ),
+    "best": TrainConfig(
+        epochs=80, batch_size=4, lr=1e-3, optimise="bce+dice+cldice", schedule="cosine",
         mode="crop", size=512, samples_per_epoch=100,
     ),
 }
