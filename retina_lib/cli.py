@@ -273,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataset_arguments(train)
     train.add_argument("--preset", choices=list(RECIPES), default="original",
                        help="the recipe to start from (default: %(default)s, the original course material's: "
-                            "512x512 resize, Dice + IoU, Adam 1e-4, batch 4, 100 epochs); the options below "
+                            "512x512 resize, Dice + IoU, Adam 1e-4, batch 4, 100 epochs; 'course': the course's "
+                            "recommendation; 'best': course + clDice loss); the options below "
                             "change single settings of it")
     train.add_argument("--epochs", type=positive_int, help=f"passes over the data (original: {defaults.epochs})")
     train.add_argument("--batch-size", type=positive_int, help=f"images per step (original: {defaults.batch_size})")

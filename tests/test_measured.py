@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from retina_lib.cli import build_parser, train_config
 from retina_lib.measured import available_measured, load_measured
+from retina_lib.recipes import recipe
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 MEASURED = REPOSITORY / "retina_lib" / "measured"
@@ -21,6 +23,11 @@ NOTEBOOK_NAMES = (
     "chase_db1/test_course_h200",
     "chase_db1/test_original_h200",
     "hrf/test_course_cpu_chase_threshold",
+    "chase_db1/best_sweep",
+    "chase_db1/test_course_cpu_tta",
+    "chase_db1/test_best_cpu",
+    "chase_db1/test_best_cpu_tta",
+    "hrf/test_best_cpu_chase_threshold",
 )
 
 
@@ -40,12 +47,22 @@ def test_the_stored_scores_are_the_ones_the_readme_quotes() -> None:
     assert round(load_measured("hrf/test_course_cpu_chase_threshold")["f1"], 4) == 0.7706
     assert round(load_measured("ablation")["course recipe (H200)"]["f1"], 4) == 0.8049
     assert len(load_measured("chase_db1/course_cpu_history")["epoch_seconds"]) == 40
+    assert round(load_measured("chase_db1/test_best_cpu_tta")["f1"], 4) == 0.8102
+    assert round(load_measured("hrf/test_best_cpu_chase_threshold")["f1"], 4) == 0.7937
+
+
+def test_the_best_preset_is_the_command_that_won_the_best_sweep() -> None:
+    """``best`` is exactly the recipe of the sweep's winner by validation F1 (the sweep's commands, parsed)."""
+    sweep = load_measured("chase_db1/best_sweep")
+    winner = max(sweep, key=lambda name: sweep[name]["validation"]["f1"])
+    words = sweep[winner]["command"].split()[3:]  # drop "python -m retina_lib"
+    assert train_config(build_parser().parse_args(words)) == recipe("best")
 
 
 @pytest.mark.parametrize("name, hint", [("ablations", ""), ("ablation.json", "without .json"),
                                         ("../results/ablation", "")])
 def test_unknown_name_lists_the_stored_ones(name: str, hint: str) -> None:
-    with pytest.raises(ValueError, match="stored ones are: ablation, chase_db1/course_cpu_history") as error:
+    with pytest.raises(ValueError, match="stored ones are: ablation, chase_db1/best_sweep") as error:
         load_measured(name)
     assert repr(name) in str(error.value) and hint in str(error.value)
 

@@ -32,3 +32,10 @@ def test_command_line_options_change_single_settings_of_a_preset():
     config = train_config(parse("--preset", "course", "--epochs", "3", "--resize", "256", "--schedule", "constant"))
     assert config == recipe("course", epochs=3, mode="resize", size=256, schedule=None)
     assert train_config(parse("--crop", "384")) == recipe("original", mode="crop", size=384)
+
+
+def test_best_recipe_is_the_course_recipe_with_the_cldice_loss_added():
+    """What the docs say of ``best``: the course recipe plus the clDice loss, nothing else."""
+    best, course = recipe("best"), recipe("course")
+    assert best.optimise == "bce+dice+cldice" and course.optimise == "bce+dice"
+    assert recipe("best", optimise=course.optimise) == course
