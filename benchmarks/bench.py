@@ -7,17 +7,17 @@ Measured at 512 x 512 on one device, in one run (so ratios compare like with lik
 * **training throughput** (images/s) of LinkNet and of the U-Net the original
   course material trained, each in the *plain* path (float32, contiguous
   tensors) and the *fast* path that :func:`retina_lib.fit` uses by default on
-  this device (see :func:`retina_lib.engine.default_amp` and
-  :func:`retina_lib.engine.default_channels_last`), at batch 4 and at the best
+  this device (see :func:`retina_lib.epoch_loop.default_amp` and
+  :func:`retina_lib.epoch_loop.default_channels_last`), at batch 4 and at the best
   batch size found. A step is exactly the trainer's step:
-  :meth:`retina_lib.engine.Train.run_epoch` on batches already on the device.
-* **inference**: :func:`retina_lib.inference.predict` on one photograph of
+  :meth:`retina_lib.epoch_loop.Train.run_epoch` on batches already on the device.
+* **inference**: :func:`retina_lib.scoring.inference.predict` on one photograph of
   DRIVE's size (565 x 584) and one of CHASE_DB1's (999 x 960), and the Frangi
   filter on the same pictures (always on the CPU: it is numpy code).
 * **data loading**: augmented training images per second from
   :class:`~retina_lib.data.SegmentationDataset` in one process (what
   ``fit`` uses with ``num_workers=0``) and from
-  :class:`~retina_lib.gpu_data.DeviceBatches` (data resident on the device).
+  :class:`~retina_lib.training.resident_batches.DeviceBatches` (data resident on the device).
 * **peak memory** of each measurement: the process's peak resident set size
   (RSS) on the CPU, the peak memory allocated by PyTorch on a GPU.
 * **the peer**, when ``segmentation_models_pytorch`` is importable (optional,
@@ -62,11 +62,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retina_lib.baselines import frangi_vesselness  # noqa: E402
 from retina_lib.data import SegmentationDataset  # noqa: E402
 from retina_lib.data.synthetic import make_fundus  # noqa: E402
-from retina_lib.device import pick_device, seed_everything  # noqa: E402
-from retina_lib.engine import (Train, autocast_dtype, cpu_supports_bf16, default_amp,  # noqa: E402
-                               default_channels_last)
-from retina_lib.gpu_data import DeviceBatches  # noqa: E402
-from retina_lib.inference import predict  # noqa: E402
+from retina_lib.system.hardware import pick_device, seed_everything  # noqa: E402
+from retina_lib.epoch_loop import Train  # noqa: E402
+from retina_lib.system.hardware import (  # noqa: E402
+    autocast_dtype, cpu_supports_bf16, default_amp, default_channels_last,
+)
+from retina_lib.training.resident_batches import DeviceBatches  # noqa: E402
+from retina_lib.scoring.inference import predict  # noqa: E402
 from retina_lib.model import LinkNet, count_parameters  # noqa: E402
 from retina_lib.unet import UNet  # noqa: E402
 

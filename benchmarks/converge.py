@@ -36,8 +36,9 @@ from torch.utils.data import DataLoader  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retina_lib.data import SegmentationDataset, synthetic_dataset  # noqa: E402
-from retina_lib.device import pick_device, seed_everything  # noqa: E402
-from retina_lib.engine import Evaluate, Train, default_amp, default_channels_last  # noqa: E402
+from retina_lib.system.hardware import pick_device, seed_everything  # noqa: E402
+from retina_lib.epoch_loop import Evaluate, Train
+from retina_lib.system.hardware import default_amp, default_channels_last  # noqa: E402
 from retina_lib.model import LinkNet  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -5,7 +5,7 @@
 Every variant trains its own copy of LinkNet from the same initial weights on
 the same batch, in the fast path :func:`retina_lib.fit` uses on this CPU
 (bfloat16 autocast + channels-last), with the trainer's own step
-(:meth:`retina_lib.engine.Train.run_epoch`). They differ only in what the
+(:meth:`retina_lib.epoch_loop.Train.run_epoch`). They differ only in what the
 issue suggested trying:
 
 * **baseline**: ``torch.optim.Adam(params, lr)``, what ``fit`` creates
@@ -42,8 +42,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retina_lib.device import seed_everything  # noqa: E402
-from retina_lib.engine import Train  # noqa: E402
+from retina_lib.system.hardware import seed_everything  # noqa: E402
+from retina_lib.epoch_loop import Train  # noqa: E402
 from retina_lib.model import LinkNet  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_throughput.py [--device auto] [--budget-s 240] [--json OUT] [--tiny]
 
-The trainer's step (:meth:`retina_lib.engine.Train.run_epoch`: forward, Dice
+The trainer's step (:meth:`retina_lib.epoch_loop.Train.run_epoch`: forward, Dice
 + IoU loss, backward, Adam) at 512 x 512 in bfloat16 autocast + channels-last,
 on batches already on the GPU, with Adam's fused implementation:
 
@@ -44,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retina_lib.device import pick_device  # noqa: E402
+from retina_lib.system.hardware import pick_device  # noqa: E402
 
 from bench import (TrainingStep, TrainPath, count_flops, free_memory, load_average, matmul_tflops,  # noqa: E402
                    out_of_memory, peak_memory_mb, reset_peak_memory, synchronize, take_turns)

@@ -8,7 +8,7 @@ The recipe, as the original material ran it: 80 training images of 512 x 512
 half a turn, "offline"), batch 4, Dice loss + IoU loss, Adam at 1e-4, 100
 epochs, a validation pass after every epoch. Here it is :func:`retina_lib.fit`
 with LinkNet (the original trained a 31M-parameter U-Net), the data resident
-on the device and augmented there (:class:`retina_lib.gpu_data.DeviceBatches`),
+on the device and augmented there (:class:`retina_lib.training.resident_batches.DeviceBatches`),
 and the trainer's default fast path (bfloat16 autocast + channels-last).
 
 The pictures are synthetic (80 training, 20 validation) unless ``--data-dir``
@@ -40,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retina_lib.data import SegmentationDataset, load_dataset, synthetic_dataset  # noqa: E402
 from retina_lib.data.sample import Sample  # noqa: E402
 from retina_lib.data.transforms import flip_horizontal, flip_vertical, resize, rotate90  # noqa: E402
-from retina_lib.device import pick_device, seed_everything  # noqa: E402
-from retina_lib.engine import default_amp, default_channels_last  # noqa: E402
+from retina_lib.system.hardware import pick_device, seed_everything  # noqa: E402
+from retina_lib.system.hardware import default_amp, default_channels_last  # noqa: E402
 from retina_lib.model import LinkNet  # noqa: E402
-from retina_lib.training import TrainConfig, fit, split_validation  # noqa: E402
+from retina_lib.training.trainer import TrainConfig, fit, split_validation  # noqa: E402
 
 #: The original recipe (TrainConfig's defaults are the original's values).
 ORIGINAL = TrainConfig()

@@ -3,7 +3,7 @@
     python benchmarks/profile_cpu.py [--size 512] [--batch-size 4] [--steps 3] [--json OUT]
 
 Three measurements, in one run, of the trainer's step in the fast path
-(bfloat16 autocast + channels-last, :meth:`retina_lib.engine.Train.run_epoch`):
+(bfloat16 autocast + channels-last, :meth:`retina_lib.epoch_loop.Train.run_epoch`):
 
 * **the ceiling**: a large bfloat16 matrix product (``torch.matmul``), the
   fastest thing PyTorch does on this machine, in TFLOP/s. On a CPU with AMX
@@ -41,8 +41,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retina_lib.device import seed_everything  # noqa: E402
-from retina_lib.engine import Train  # noqa: E402
+from retina_lib.system.hardware import seed_everything  # noqa: E402
+from retina_lib.epoch_loop import Train  # noqa: E402
 from retina_lib.model import LinkNet  # noqa: E402
 
 from bench import count_flops, matmul_tflops  # noqa: E402  (benchmarks/bench.py, next to this file)

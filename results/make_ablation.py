@@ -1,20 +1,20 @@
-"""Collect the ablation table (original recipe vs course recipe) into retina_lib/measured/ablation.json.
+"""Collect the ablation table (original recipe vs course recipe) into retina_lib/course_results/ablation.json.
 
     python results/make_ablation.py
 
 Reads the evaluation JSON files written by ``python -m retina_lib evaluate ...
 --json`` (listed below with the runs they score) and the training histories,
-all kept in ``retina_lib/measured/``, and writes one entry per run: the test
+all kept in ``retina_lib/course_results/``, and writes one entry per run: the test
 scores, the training wall time, the hardware and the commands. The results
-notebook shows it with ``retina_lib.measured.load_measured("ablation")``.
+notebook shows it with ``retina_lib.course_results.load_result("ablation")``.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-#: The measured results, shipped inside the package (see retina_lib/measured/__init__.py).
-MEASURED = Path(__file__).resolve().parents[1] / "retina_lib" / "measured"
+#: The measured results, shipped inside the package (see retina_lib/course_results/__init__.py).
+MEASURED = Path(__file__).resolve().parents[1] / "retina_lib" / "course_results"
 KEYS = ("f1", "iou", "accuracy", "sensitivity", "specificity", "auc_roc", "auc_pr", "threshold")
 
 #: label -> (evaluation JSON, hardware, training wall time in s, train command);

@@ -21,11 +21,11 @@ validation scores, with and without flip test-time augmentation) and prints a
 table. A candidate whose run folder already holds a checkpoint is resumed
 (``--resume``), so an interrupted sweep goes on where it stopped and a finished
 run is only scored. The sweeps are kept in the package as
-``retina_lib/measured/chase_db1/sweep.json`` (``course``) and
-``retina_lib/measured/chase_db1/best_sweep.json`` (``best``), each run's history
-as ``retina_lib/measured/chase_db1/sweep_NAME/history.json`` or
+``retina_lib/course_results/chase_db1/sweep.json`` (``course``) and
+``retina_lib/course_results/chase_db1/best_sweep.json`` (``best``), each run's history
+as ``retina_lib/course_results/chase_db1/sweep_NAME/history.json`` or
 ``.../best_sweep_NAME/history.json`` (copied there from OUT;
-``load_measured("chase_db1/best_sweep")`` reads one).
+``load_result("chase_db1/best_sweep")`` reads one).
 """
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ import torch
 
 from retina_lib.cli import main as cli_main
 from retina_lib.data import load_dataset
-from retina_lib.evaluation import evaluate
-from retina_lib.training import load_weights, split_validation
+from retina_lib.scoring.evaluation import evaluate
+from retina_lib.training.weights import load_weights
+from retina_lib.training.trainer import split_validation
 
 #: name -> the recipe's command-line options (all seeded with --seed 0), the sweep that chose ``course``.
 COURSE_CANDIDATES: dict[str, list[str]] = {
@@ -64,6 +65,8 @@ BEST_CANDIDATES: dict[str, list[str]] = {
     "cldice_e40": ["--preset", "course", "--loss", "bce+dice+cldice"],
     "cldice_e20": ["--preset", "course", "--epochs", "20", "--loss", "bce+dice+cldice"],
     "course_e20": ["--preset", "course", "--epochs", "20"],
+    # Added for the shipped network (issue 17): doubling the schedule was the clearest lever measured.
+    "cldice_e80": ["--preset", "course", "--epochs", "80", "--loss", "bce+dice+cldice"],
 }
 
 GROUPS = {"course": COURSE_CANDIDATES, "best": BEST_CANDIDATES}

@@ -1,31 +1,31 @@
 """retina_lib: the small library behind the retina-linknet course.
 
-The notebooks import everything from here, so that each idea lives in exactly
-one readable place::
+The names the notebooks use most can be imported from here::
 
     from retina_lib import LinkNet, DiceLoss, IoU
     net = LinkNet()
     score, loss = DiceLoss()(net(images), labels)
 
-Modules: ``model`` (LinkNet), ``losses``, ``metrics``, ``data`` (datasets,
-downloads, synthetic fundus images, augmentation), ``engine`` (Train,
-Evaluate), ``training`` (fit and TrainConfig), ``run_folder``,
-``checkpoints`` and ``weights`` (a run's files, resuming, safe loading),
-``batches`` and ``distributed`` (what fit iterates over, several processes),
-``recipes``, ``inference`` (predict), ``evaluation`` (evaluate),
-``baselines`` (Frangi), ``error_analysis`` (misses by vessel width, where
-false alarms gather), ``model_stats`` (shapes, parameters, FLOPs, receptive
-fields), ``plotter``, ``widgets``, ``measured`` (the course's measured
-results), ``exercises`` (answer checks), ``course`` (the notebooks' setup)
-and ``cli`` (``python -m retina_lib``).
+Every other name is imported from the module that defines it, which tells
+where to read it. The top level holds what the notebooks teach: ``model``
+(LinkNet), ``unet``, ``losses``, ``metrics``, ``epoch_loop`` (Train,
+Evaluate), ``recipes``, ``baselines`` (Frangi), ``error_analysis``,
+``model_stats``, ``plotter``, ``widgets``, ``exercises``, ``course`` (the
+notebooks' setup cell) and ``cli`` (``python -m retina_lib``). The machinery
+sits in folders below it: ``data/`` (datasets, downloads, readers,
+augmentation, synthetic images), ``training/`` (fit, run folders,
+checkpoints, weights), ``scoring/`` (predict, test-split scores),
+``system/`` (device, precision, seeds) and ``course_results/`` (the measured
+results as JSON).
 """
-from .device import pick_device, seed_everything
-from .engine import Evaluate, Train
-from .evaluation import evaluate
-from .inference import predict
-from .losses import BCEDiceLoss, ClDiceLoss, DiceLoss, IoU
-from .model import LinkNet, count_parameters, probabilities
-from .training import TrainConfig, fit, load_weights
+from retina_lib.system.hardware import pick_device, seed_everything
+from retina_lib.epoch_loop import Evaluate, Train
+from retina_lib.scoring.evaluation import evaluate
+from retina_lib.scoring.inference import predict
+from retina_lib.losses import BCEDiceLoss, ClDiceLoss, DiceLoss, IoU
+from retina_lib.model import LinkNet, count_parameters, probabilities
+from retina_lib.training.trainer import TrainConfig, fit
+from retina_lib.training.weights import load_weights
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 """``python -m retina_lib ...`` runs the command line (see :mod:`retina_lib.cli`)."""
-from .cli import main
+from retina_lib.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

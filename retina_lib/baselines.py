@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import frangi
 
-from .inference import as_float_rgb
+from retina_lib.data.transforms import as_float_rgb
 
 #: Image width for which :data:`FRANGI_SIGMAS` are meant (DRIVE is 565 x 584).
 REFERENCE_WIDTH = 565

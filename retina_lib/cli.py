@@ -31,22 +31,19 @@ from typing import Any, Optional
 import numpy as np
 from PIL import Image
 
-from .data import DATASET_NAMES, DownloadError, download, load_dataset
-from .data.readers import read_image, split_extension
-from .device import pick_device
-from .engine import AMP_CHOICES, OPTIMISE_CHOICES, NonFiniteLossError
-from .evaluation import evaluate, format_table
-from .inference import predict
-from .recipes import RECIPES, recipe, train_recipe
-from .run_folder import write_atomically
-from .training import (
-    BEST_WEIGHTS_FILE,
-    TrainConfig,
-    load_weights,
-    process_rank_and_count,
-    start_distributed,
-    stop_distributed,
-)
+from retina_lib.data import DATASET_NAMES, DownloadError, download, load_dataset
+from retina_lib.data.readers import read_image, split_extension
+from retina_lib.system.hardware import pick_device
+from retina_lib.system.hardware import AMP_CHOICES
+from retina_lib.epoch_loop import OPTIMISE_CHOICES, NonFiniteLossError
+from retina_lib.scoring.evaluation import evaluate, format_table
+from retina_lib.scoring.inference import predict
+from retina_lib.recipes import RECIPES, recipe, train_recipe
+from retina_lib.training.run_folder import write_atomically
+from retina_lib.training.run_folder import BEST_WEIGHTS_FILE
+from retina_lib.training.trainer import TrainConfig
+from retina_lib.training.weights import load_weights
+from retina_lib.training.distributed import process_rank_and_count, start_distributed, stop_distributed
 
 #: Exit status for expected errors (the status argparse uses for bad arguments).
 ERROR_STATUS = 2

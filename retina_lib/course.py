@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .device import pick_device, seed_everything
+from retina_lib.system.hardware import pick_device, seed_everything
 
 #: Where the course lives. The "Open in Colab" badges and the Colab install cell
 #: of every notebook use this address; after changing it, run
@@ -75,7 +75,7 @@ def load_course_data(
     mode uses the synthetic generator, and says so; so does a learner whose
     download fails, with the reason printed, never silently.
     """
-    from . import data  # imported here so that notebooks 01 and 02 never touch data code
+    from retina_lib import data  # imported here so that notebooks 01 and 02 never touch data code
 
     name = name or course_dataset_name()
     if smoke:
@@ -100,7 +100,7 @@ def load_course_data(
 
 
 def _synthetic(n: int, seed: int, size: int, split: str = "train") -> Sequence:
-    from .data import load_dataset
+    from retina_lib.data import load_dataset
 
     return load_dataset("synthetic", split, n=n, size=size, seed=seed)
 

@@ -28,7 +28,7 @@ from scipy import ndimage
 from skimage.color import rgb2gray
 from skimage.morphology import skeletonize
 
-from .data.sample import Sample
+from retina_lib.data.sample import Sample
 
 #: Width classes in pixels at native resolution: {name: (lower bound excluded, upper bound included)}.
 #: Sized for CHASE_DB1, whose labelled vessels are 1 to about 12 pixels wide.
@@ -129,7 +129,7 @@ def sensitivity_by_width(
     ``predictions`` maps a method's name to one bool mask per sample (already
     binarised: a network's map cut at its threshold, or a second observer's
     tracing). Counts are pooled over all samples before dividing, like the
-    pooled scores of :func:`retina_lib.evaluation.evaluate`.
+    pooled scores of :func:`retina_lib.scoring.evaluation.evaluate`.
     """
     _check_predictions(samples, predictions)
     labelled = np.zeros(len(classes))

@@ -20,13 +20,13 @@ import math
 import numpy as np
 import torch
 
-from .losses import BCEDiceLoss, DiceLoss
-from .metrics import ConfusionCounts, confusion_counts, scores_from_counts
-from .model import LinkNet, count_parameters
-from .model_stats import count_flops, linknet_encoder_receptive_fields, on_meta
-from .recipes import recipe
-from .unet import UNet
-from .widgets import shifted_prediction
+from retina_lib.losses import BCEDiceLoss, DiceLoss
+from retina_lib.metrics import ConfusionCounts, confusion_counts, scores_from_counts
+from retina_lib.model import LinkNet, count_parameters
+from retina_lib.model_stats import count_flops, linknet_encoder_receptive_fields, on_meta
+from retina_lib.recipes import recipe
+from retina_lib.unet import UNet
+from retina_lib.widgets import shifted_prediction
 
 
 def verdict(correct: bool, what: str, hint: str = "") -> bool:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .model import LinkNet, count_parameters
+from retina_lib.model import LinkNet, count_parameters
 
 #: LinkNet's stages in the order the data visits them (the module names of :class:`LinkNet`).
 LINKNET_STAGES = (

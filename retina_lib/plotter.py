@@ -34,7 +34,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from skimage.color import rgb2gray
 
-from . import metrics
+from retina_lib import metrics
 
 #: Okabe-Ito colours (RGB in [0, 1]) of the error overlay; see the module docstring.
 TRUE_POSITIVE_COLOUR = (1.0, 1.0, 1.0)                    # white

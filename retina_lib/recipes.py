@@ -24,10 +24,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
-from .data import load_dataset
-from .device import seed_everything
-from .model import LinkNet
-from .training import TrainConfig, fit, training_datasets
+from retina_lib.data import load_dataset
+from retina_lib.system.hardware import seed_everything
+from retina_lib.model import LinkNet
+from retina_lib.training.trainer import TrainConfig, fit, training_datasets
 
 COURSE = TrainConfig(
     epochs=40, batch_size=4, lr=1e-3, optimise="bce+dice", schedule="cosine",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .model import conv_bn_relu
+from retina_lib.model import conv_bn_relu
 
 #: Four 2x poolings: inputs must be padded to a multiple of this.
 UNET_SIZE_MULTIPLE = 16

@@ -33,9 +33,9 @@ from ipywidgets import FloatSlider, IntSlider, SelectionSlider, interactive
 from matplotlib.figure import Figure
 from skimage.filters import gaussian
 
-from . import metrics
-from .data.sample import Sample
-from .plotter import as_pixel_map, draw_error_overlay, save_figure
+from retina_lib import metrics
+from retina_lib.data.sample import Sample
+from retina_lib.plotter import as_pixel_map, draw_error_overlay, save_figure
 
 #: The scores the threshold and shift explorers show: {name on the figure: key of
 #: metrics.scores_from_counts}. F1 is the Dice coefficient of the binarised prediction.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from test_training import FAST, NoisyEpochs, blob_images, tiny_net
 
-from retina_lib.training import fit
+from retina_lib.training.trainer import fit
 
 EPOCHS = 3
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from retina_lib import engine
-from retina_lib.engine import default_amp
+from retina_lib.system import hardware
+from retina_lib.system.hardware import default_amp
 
 
 def pretend_gpu(monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int]) -> None:
@@ -37,7 +37,7 @@ def test_cuda_default_follows_compute_capability(monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize("native_bf16, expected", [(True, "bf16"), (False, "off")])
 def test_cpu_default_follows_native_bfloat16(monkeypatch: pytest.MonkeyPatch, native_bf16: bool,
                                              expected: str) -> None:
-    monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: native_bf16)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: native_bf16)
     pretend_gpu(monkeypatch, (9, 0))  # a GPU in the machine does not change what the CPU does
     assert default_amp("cpu") == expected
 

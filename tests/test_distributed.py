@@ -18,7 +18,9 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from retina_lib.data import SegmentationDataset, synthetic_dataset
-from retina_lib.training import BEST_WEIGHTS_FILE, CHECKPOINT_FILE, HISTORY_FILE, fit, load_weights
+from retina_lib.training.run_folder import BEST_WEIGHTS_FILE, CHECKPOINT_FILE, HISTORY_FILE
+from retina_lib.training.trainer import fit
+from retina_lib.training.weights import load_weights
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORLD_SIZE = 2

@@ -1,4 +1,4 @@
-"""Tests for retina_lib.engine: one training or evaluation pass, the original API."""
+"""Tests for retina_lib.epoch_loop: one training or evaluation pass, the original API."""
 from __future__ import annotations
 
 import math
@@ -8,16 +8,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from retina_lib.engine import (
-    CLDICE_WEIGHT,
-    EpochResult,
-    Evaluate,
-    NonFiniteLossError,
-    Train,
-    autocast_dtype,
-    cpu_supports_bf16,
-    default_amp,
-)
+from retina_lib.epoch_loop import CLDICE_WEIGHT, EpochResult, Evaluate, NonFiniteLossError, Train
+from retina_lib.system.hardware import autocast_dtype, cpu_supports_bf16, default_amp
 from retina_lib.losses import BCEDiceLoss, ClDiceLoss, DiceLoss, IoU
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from retina_lib.baselines import frangi_vesselness
 from retina_lib.data import Sample, load_dataset
-from retina_lib.evaluation import evaluate, format_table
+from retina_lib.scoring.evaluation import evaluate, format_table
 from retina_lib.metrics import (
     METRIC_NAMES,
     ConfusionCounts,

@@ -1,4 +1,4 @@
-"""Tests for retina_lib.gpu_data: batches stored and augmented on the device (run here on the CPU)."""
+"""Tests for retina_lib.training.resident_batches: batches stored and augmented on the device (run here on the CPU)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +8,9 @@ import torch
 from retina_lib.data import SegmentationDataset, synthetic_dataset
 from retina_lib.data.sample import Sample
 from retina_lib.data.transforms import Augment
-from retina_lib.gpu_data import DeviceBatches
-from retina_lib.training import fit, use_resident_data
+from retina_lib.training.resident_batches import DeviceBatches
+from retina_lib.training.trainer import fit
+from retina_lib.training.batch_sources import use_resident_data
 
 #: Only the geometric changes (crop, flips, quarter turns, small rotations), always applied.
 GEOMETRY_ONLY = Augment(flip_probability=0.5, rotate90_probability=0.5, rotate_probability=1.0,

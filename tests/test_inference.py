@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from retina_lib import inference
+from retina_lib.scoring import inference
 from retina_lib.data import load_dataset
-from retina_lib.inference import blend_ramp, default_overlap, predict, predict_samples, tile_starts
+from retina_lib.scoring.inference import blend_ramp, default_overlap, predict, predict_samples, tile_starts
 from retina_lib.losses import BCEDiceLoss
 from retina_lib.model import LinkNet
 
@@ -189,7 +189,7 @@ def test_tiled_linknet_agrees_with_the_whole_image(briefly_trained_net, test_pic
     with an overlap of 64, while the map itself varies with std about 0.09.
     The bound is specific to this briefly trained network: a well-trained one
     has sharper decisions, and single pixels can then differ by far more
-    (see the docstring of retina_lib.inference for those measurements).
+    (see the docstring of retina_lib.scoring.inference for those measurements).
     """
     whole = predict(briefly_trained_net, test_picture)
     tiled = predict(briefly_trained_net, test_picture, tile_size=128, overlap=64)

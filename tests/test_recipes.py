@@ -3,7 +3,7 @@ import pytest
 
 from retina_lib.cli import build_parser, train_config
 from retina_lib.recipes import RECIPES, recipe
-from retina_lib.training import TrainConfig
+from retina_lib.training.trainer import TrainConfig
 
 
 def test_original_recipe_is_the_original_material():

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 import gated_run
-from retina_lib import run_folder
+from retina_lib.training import run_folder
 from retina_lib.cli import main
-from retina_lib.run_folder import (
+from retina_lib.training.run_folder import (
     BEST_WEIGHTS_FILE,
     CHECKPOINT_FILE,
     HISTORY_FILE,
@@ -31,7 +31,7 @@ from retina_lib.run_folder import (
     RunFolderLock,
     write_atomically,
 )
-from retina_lib.training import fit
+from retina_lib.training.trainer import fit
 from test_training import FAST, assert_same_history, blob_images, tiny_net
 
 TESTS = Path(__file__).resolve().parent
@@ -101,7 +101,7 @@ def test_kill_9_in_the_middle_of_an_epoch_then_resume_gives_the_same_run(tmp_pat
 
 def test_the_lock_dies_with_a_killed_process(tmp_path: Path, started) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from retina_lib.run_folder import RunFolderLock; "
+        [sys.executable, "-c", "import sys; from retina_lib.training.run_folder import RunFolderLock; "
                                "lock = RunFolderLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
                                "sys.stdin.read()", str(tmp_path)],
         env={**os.environ, "PYTHONPATH": str(TESTS.parent)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

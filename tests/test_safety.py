@@ -22,10 +22,12 @@ from torch import nn
 
 from retina_lib.cli import main
 from retina_lib.data import DatasetError, Sample, read_image
-from retina_lib.evaluation import evaluate
-from retina_lib.inference import predict
+from retina_lib.scoring.evaluation import evaluate
+from retina_lib.scoring.inference import predict
 from retina_lib.model import LinkNet
-from retina_lib.training import CHECKPOINT_FILE, ResumeError, WeightsError, fit, load_weights
+from retina_lib.training.run_folder import CHECKPOINT_FILE, ResumeError
+from retina_lib.training.weights import WeightsError, load_weights
+from retina_lib.training.trainer import fit
 from test_cli import SYNTHETIC, assert_one_line_error, run
 from test_evaluation import TEST_ODDS, GreenChannelModel, make_sample
 from test_training import FAST, blob_images, tiny_net

@@ -1,4 +1,4 @@
-"""Tests for retina_lib.training: fit, checkpoints, resuming, loading weights."""
+"""Tests for retina_lib.training.trainer: fit, checkpoints, resuming, loading weights."""
 from __future__ import annotations
 
 import inspect
@@ -12,22 +12,18 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from retina_lib.data import load_dataset
-from retina_lib.engine import NonFiniteLossError
+from retina_lib.epoch_loop import NonFiniteLossError
 from retina_lib.model import LinkNet
-from retina_lib.training import (
+from retina_lib.training.run_folder import (
     BEST_WEIGHTS_FILE,
     CHECKPOINT_FILE,
     CURVES_FILE,
     HISTORY_FILE,
     ResumeError,
-    TrainConfig,
-    WeightsError,
-    fit,
-    load_weights,
-    settings_differences,
-    split_validation,
-    training_datasets,
 )
+from retina_lib.training.trainer import TrainConfig, fit, split_validation, training_datasets
+from retina_lib.training.weights import WeightsError, load_weights
+from retina_lib.training.checkpoints import settings_differences
 
 #: Fast settings for the tiny test network: everything on the CPU in float32.
 FAST = dict(batch_size=2, lr=1e-2, device="cpu", amp="off", progress=False)

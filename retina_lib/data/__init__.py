@@ -10,7 +10,7 @@ Start with :func:`load_dataset`::
 See :func:`data_root` for where the datasets are looked for and
 :func:`download` for fetching the ones with public links.
 """
-from .datasets import (
+from retina_lib.data.datasets import (
     DATASET_NAMES,
     DATASETS,
     RetinaDataset,
@@ -20,12 +20,12 @@ from .datasets import (
     load_dataset,
     read_sample,
 )
-from .download import DOWNLOADABLE, DownloadError, download
-from .fov import estimate_fov
-from .readers import DatasetError, read_image, read_mask
-from .sample import Sample
-from .synthetic import synthetic_dataset
-from .training_set import SegmentationDataset
+from retina_lib.data.download import DOWNLOADABLE, DownloadError, download
+from retina_lib.data.fov import estimate_fov
+from retina_lib.data.readers import DatasetError, read_image, read_mask
+from retina_lib.data.sample import Sample
+from retina_lib.data.synthetic import synthetic_dataset
+from retina_lib.data.training_set import SegmentationDataset
 
 __all__ = [
     "DATASET_NAMES",

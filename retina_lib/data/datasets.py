@@ -26,10 +26,10 @@ from pathlib import Path
 from collections.abc import Callable, Iterable, Sequence
 from typing import Optional, overload
 
-from .fov import estimate_fov
-from .readers import DatasetError, is_image_file, read_image, read_mask, split_extension
-from .sample import Sample
-from .synthetic import synthetic_dataset
+from retina_lib.data.fov import estimate_fov
+from retina_lib.data.readers import DatasetError, is_image_file, read_image, read_mask, split_extension
+from retina_lib.data.sample import Sample
+from retina_lib.data.synthetic import synthetic_dataset
 
 ENVIRONMENT_VARIABLE = "RETINA_DATA_DIR"
 SPLITS = ("train", "test", "all")

@@ -49,7 +49,8 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
-from .datasets import DATASETS, DatasetError, data_root, load_dataset
+from retina_lib.data.datasets import DATASETS, data_root, load_dataset
+from retina_lib.data.readers import DatasetError
 
 USER_AGENT = "retina_lib (Python urllib; course material)"
 TIMEOUT_SECONDS = 60

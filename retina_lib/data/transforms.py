@@ -198,3 +198,27 @@ class Augment:
         if self.gamma:
             image = adjust_gamma(image, 2.0 ** rng.uniform(-self.gamma, self.gamma))
         return image, label, fov
+
+
+def as_float_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """``image`` as an H x W x 3 float32 array in [0, 1], or a ValueError saying what is wrong.
+
+    uint8 images (0..255, as decoded from JPEG/PNG) are divided by 255. Float
+    images must already lie in [0, 1]: a float image with values up to 255 is
+    refused rather than guessed at, because dividing it silently would hide a
+    bug in whatever produced it.
+    """
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{name} must be H x W x 3 (RGB), got shape {image.shape}")
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(f"{name} must be uint8 (0..255) or float in [0, 1], got dtype {image.dtype}")
+    image = image.astype(np.float32, copy=False)
+    low, high = float(image.min()), float(image.max())
+    if not (low >= 0.0 and high <= 1.0):  # NaN fails too
+        raise ValueError(f"{name} is float, so its values must lie in [0, 1]; "
+                         f"found {low} to {high} (divide 0..255 images by 255 first)")
+    return image

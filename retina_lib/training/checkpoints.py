@@ -1,6 +1,6 @@
 """What ``checkpoint.pth`` holds, and how a training run is saved to it and continued from it.
 
-A checkpoint is everything :func:`~retina_lib.training.fit` needs to go on as
+A checkpoint is everything :func:`~retina_lib.training.trainer.fit` needs to go on as
 if it had never stopped: the model, the optimizer, the learning-rate schedule
 and the gradient scaler, the epoch, the history, the best score and weights,
 the run's settings and the states of the random generators. It holds only
@@ -8,7 +8,7 @@ tensors, dicts, lists, numbers and strings, so it loads with
 ``torch.load(path, weights_only=True)``.
 
 Resuming checks two things before anything is restored, and raises
-:class:`~retina_lib.run_folder.ResumeError` saying what is wrong:
+:class:`~retina_lib.training.run_folder.ResumeError` saying what is wrong:
 
 * the file is a checkpoint of this kind of run (every entry present, of the
   right type, weights of the same architecture and finite), not a hand-made or
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .engine import EpochResult
-from .run_folder import BEST_WEIGHTS_FILE, CHECKPOINT_FILE, ResumeError, save_curves, save_history, write_atomically
-from .weights import WeightsError, architecture_problems, check_state_dict, is_full_checkpoint, safe_torch_load
+from retina_lib.epoch_loop import EpochResult
+from retina_lib.training.run_folder import BEST_WEIGHTS_FILE, CHECKPOINT_FILE, ResumeError, save_curves, save_history, write_atomically
+from retina_lib.training.weights import WeightsError, architecture_problems, check_state_dict, is_full_checkpoint, safe_torch_load
 
 # --------------------------------------------------------------------------
 # Settings that must match when resuming

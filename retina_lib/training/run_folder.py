@@ -1,10 +1,10 @@
 """A training run's folder: its files, one run at a time, and writes that never leave half a file.
 
-:func:`~retina_lib.training.fit` with ``out_dir`` keeps everything about a run
+:func:`~retina_lib.training.trainer.fit` with ``out_dir`` keeps everything about a run
 in one folder:
 
 * ``linknet.pth`` - the best weights so far (a plain ``state_dict``);
-* ``checkpoint.pth`` - everything needed to continue (see :mod:`retina_lib.checkpoints`);
+* ``checkpoint.pth`` - everything needed to continue (see :mod:`retina_lib.training.checkpoints`);
 * ``history.json`` - the losses of every epoch; ``curves.png`` - their plot.
 
 Two things protect that folder:
@@ -32,7 +32,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from . import plotter
+from retina_lib import plotter
 
 try:  # Linux, macOS and other Unix systems
     import fcntl

@@ -1,9 +1,9 @@
-"""What :func:`~retina_lib.training.fit` iterates over: a DataLoader, or batches kept on the device.
+"""What :func:`~retina_lib.training.trainer.fit` iterates over: a DataLoader, or batches kept on the device.
 
 A ``SegmentationDataset`` prepares its images on the CPU; a PyTorch
 ``DataLoader`` collects them into batches. On a CUDA GPU that leaves the GPU
 waiting most of the time, so there the same pictures are handed to
-:class:`~retina_lib.gpu_data.DeviceBatches`, which stores them on the GPU and
+:class:`~retina_lib.training.resident_batches.DeviceBatches`, which stores them on the GPU and
 augments them there (:func:`use_resident_data` decides).
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Union
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .data import SegmentationDataset
-from .gpu_data import DEVICE_MODES, DeviceBatches
+from retina_lib.data import SegmentationDataset
+from retina_lib.training.resident_batches import DEVICE_MODES, DeviceBatches
 
 #: ``resident`` values fit accepts.
 RESIDENT_CHOICES = ("auto", True, False)
@@ -23,7 +23,7 @@ Batches = Union[DataLoader, DeviceBatches]
 
 
 def use_resident_data(resident: bool | str, data: Dataset, device: torch.device) -> bool:
-    """Whether ``data`` is served by :class:`~retina_lib.gpu_data.DeviceBatches` (stored and augmented on ``device``).
+    """Whether ``data`` is served by :class:`~retina_lib.training.resident_batches.DeviceBatches` (stored and augmented on ``device``).
 
     "auto" means yes on CUDA GPUs, for a SegmentationDataset in "crop" or
     "resize" mode: there, preparing images on the CPU would leave the GPU

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from retina_lib.cli import build_parser, train_config
-from retina_lib.measured import available_measured, load_measured
+from retina_lib.course_results import available_results, load_result
 from retina_lib.recipes import recipe
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-MEASURED = REPOSITORY / "retina_lib" / "measured"
+MEASURED = REPOSITORY / "retina_lib" / "course_results"
 
-#: The names the notebooks read (notebooks 03 and 04 call load_measured with these).
+#: The names the notebooks read (notebooks 03 and 04 call load_result with these).
 NOTEBOOK_NAMES = (
     "ablation",
     "chase_db1/course_cpu_history",
@@ -33,27 +33,27 @@ NOTEBOOK_NAMES = (
 
 def test_every_stored_file_is_listed_and_loads_as_a_dict() -> None:
     on_disk = sorted(path.relative_to(MEASURED).with_suffix("").as_posix() for path in MEASURED.rglob("*.json"))
-    assert available_measured() == on_disk
+    assert available_results() == on_disk
     assert set(NOTEBOOK_NAMES) <= set(on_disk)
     for name in on_disk:
-        result = load_measured(name)
+        result = load_result(name)
         assert isinstance(result, dict) and result, name
         assert result == json.loads((MEASURED / f"{name}.json").read_text()), name
 
 
 def test_the_stored_scores_are_the_ones_the_readme_quotes() -> None:
     """results/README.md quotes these; a changed file must not go unnoticed."""
-    assert round(load_measured("chase_db1/test_course_cpu")["f1"], 4) == 0.8003
-    assert round(load_measured("hrf/test_course_cpu_chase_threshold")["f1"], 4) == 0.7706
-    assert round(load_measured("ablation")["course recipe (H200)"]["f1"], 4) == 0.8049
-    assert len(load_measured("chase_db1/course_cpu_history")["epoch_seconds"]) == 40
-    assert round(load_measured("chase_db1/test_best_cpu_tta")["f1"], 4) == 0.8102
-    assert round(load_measured("hrf/test_best_cpu_chase_threshold")["f1"], 4) == 0.7937
+    assert round(load_result("chase_db1/test_course_cpu")["f1"], 4) == 0.8003
+    assert round(load_result("hrf/test_course_cpu_chase_threshold")["f1"], 4) == 0.7706
+    assert round(load_result("ablation")["course recipe (H200)"]["f1"], 4) == 0.8049
+    assert len(load_result("chase_db1/course_cpu_history")["epoch_seconds"]) == 40
+    assert round(load_result("chase_db1/test_best_cpu_tta")["f1"], 4) == 0.8102
+    assert round(load_result("hrf/test_best_cpu_chase_threshold")["f1"], 4) == 0.7937
 
 
 def test_the_best_preset_is_the_command_that_won_the_best_sweep() -> None:
     """``best`` is exactly the recipe of the sweep's winner by validation F1 (the sweep's commands, parsed)."""
-    sweep = load_measured("chase_db1/best_sweep")
+    sweep = load_result("chase_db1/best_sweep")
     winner = max(sweep, key=lambda name: sweep[name]["validation"]["f1"])
     words = sweep[winner]["command"].split()[3:]  # drop "python -m retina_lib"
     assert train_config(build_parser().parse_args(words)) == recipe("best")
@@ -63,12 +63,12 @@ def test_the_best_preset_is_the_command_that_won_the_best_sweep() -> None:
                                         ("../results/ablation", "")])
 def test_unknown_name_lists_the_stored_ones(name: str, hint: str) -> None:
     with pytest.raises(ValueError, match="stored ones are: ablation, chase_db1/best_sweep") as error:
-        load_measured(name)
+        load_result(name)
     assert repr(name) in str(error.value) and hint in str(error.value)
 
 
 def test_one_copy_only_nothing_left_in_results() -> None:
-    assert not list((REPOSITORY / "results").rglob("*.json")), "measured results live in retina_lib/measured"
+    assert not list((REPOSITORY / "results").rglob("*.json")), "measured results live in retina_lib/course_results"
 
 
 def test_package_data_patterns_cover_every_file() -> None:
@@ -76,7 +76,7 @@ def test_package_data_patterns_cover_every_file() -> None:
     # tomllib is in the standard library from Python 3.11; tomli (declared for 3.10) is the same parser
     tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
     config = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())
-    patterns = config["tool"]["setuptools"]["package-data"]["retina_lib.measured"]
+    patterns = config["tool"]["setuptools"]["package-data"]["retina_lib.course_results"]
 
     def covered(relative: str) -> bool:  # setuptools globs match one path component per "*"
         parts = relative.split("/")

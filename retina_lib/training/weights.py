@@ -21,7 +21,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from .model import LinkNet
+from retina_lib.model import LinkNet
 
 
 class WeightsError(ValueError):

@@ -2,7 +2,7 @@
 
 ``torchrun --nproc_per_node N -m retina_lib train ...`` starts N copies of the
 program, one per GPU (or CPU process). :func:`start_distributed` makes each
-copy join the others; :func:`~retina_lib.training.fit` then trains each on its
+copy join the others; :func:`~retina_lib.training.trainer.fit` then trains each on its
 own share of every epoch, DistributedDataParallel averages their gradients so
 that all keep the same weights, and only the first process (rank 0) writes
 files and shows progress.
@@ -15,8 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .device import pick_device
-from .engine import EpochResult
+from retina_lib.system.hardware import pick_device
+from retina_lib.epoch_loop import EpochResult
 
 
 def process_rank_and_count() -> tuple[int, int]:

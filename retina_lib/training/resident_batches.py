@@ -45,9 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .data.sample import Sample
-from .data.training_set import MIN_SIZE, SegmentationDataset, checked_arrays
-from .data.transforms import Arrays, Augment, pad_to_at_least, resize
+from retina_lib.data.sample import Sample
+from retina_lib.data.training_set import MIN_SIZE, SegmentationDataset, checked_arrays
+from retina_lib.data.transforms import Arrays, Augment, pad_to_at_least, resize
 
 #: The ways DeviceBatches can cut pictures into training images ("full"
 #: pictures of different sizes cannot be stacked into one tensor).
@@ -116,7 +116,7 @@ class DeviceBatches:
             ``i % len(samples)`` (default: one per picture).
         shuffle: visit the items in a new random order each epoch.
         rank, world_size: with several processes (``torchrun``, see
-            :func:`~retina_lib.training.fit`), this process's number and how
+            :func:`~retina_lib.training.trainer.fit`), this process's number and how
             many there are. All draw the same epoch plan and each takes every
             ``world_size``-th item from position ``rank`` on, wrapping round
             to give every process the same number of items (as PyTorch's
@@ -150,7 +150,7 @@ class DeviceBatches:
     ) -> "DeviceBatches":
         """The same pictures, mode, size, augmentation, seed and epoch length as ``dataset``, on ``device``.
 
-        This is how :func:`~retina_lib.training.fit` moves a dataset to the GPU
+        This is how :func:`~retina_lib.training.trainer.fit` moves a dataset to the GPU
         with ``resident=True``. Pictures a "resize" dataset already resized are
         not resized again.
         """

@@ -53,8 +53,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .data.sample import Sample
-from .model import SIZE_MULTIPLE, probabilities
+from retina_lib.data.sample import Sample
+from retina_lib.data.transforms import as_float_rgb
+from retina_lib.model import SIZE_MULTIPLE, probabilities
+from retina_lib.system.hardware import model_device
 
 #: Images with at most this many pixels are predicted in one piece when
 #: ``tile_size`` is None (1024 x 1024 covers CHASE_DB1's 999 x 960, for which
@@ -71,30 +73,6 @@ ImageLike = Union[np.ndarray, Tensor]
 # Input checking: every accepted image becomes an H x W x 3 float32 array.
 # --------------------------------------------------------------------------
 
-def as_float_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """``image`` as an H x W x 3 float32 array in [0, 1], or a ValueError saying what is wrong.
-
-    uint8 images (0..255, as decoded from JPEG/PNG) are divided by 255. Float
-    images must already lie in [0, 1]: a float image with values up to 255 is
-    refused rather than guessed at, because dividing it silently would hide a
-    bug in whatever produced it.
-    """
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"{name} must be H x W x 3 (RGB), got shape {image.shape}")
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0
-    if not np.issubdtype(image.dtype, np.floating):
-        raise ValueError(f"{name} must be uint8 (0..255) or float in [0, 1], got dtype {image.dtype}")
-    image = image.astype(np.float32, copy=False)
-    low, high = float(image.min()), float(image.max())
-    if not (low >= 0.0 and high <= 1.0):  # NaN fails too
-        raise ValueError(f"{name} is float, so its values must lie in [0, 1]; "
-                         f"found {low} to {high} (divide 0..255 images by 255 first)")
-    return image
-
-
 def _image_tensor(image: ImageLike) -> Tensor:
     """The image as a (3, H, W) float32 CPU tensor, whatever accepted form it came in."""
     if isinstance(image, Tensor):
@@ -110,12 +88,6 @@ def _image_tensor(image: ImageLike) -> Tensor:
         raise ValueError(f"image must be at least {SIZE_MULTIPLE} x {SIZE_MULTIPLE} pixels, "
                          f"got {height} x {width}")
     return tensor.permute(2, 0, 1)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's parameters (the CPU for a model without any)."""
-    parameter = next(model.parameters(), None)
-    return torch.device("cpu") if parameter is None else parameter.device
 
 
 def _check_device(model: nn.Module, device: Optional[Union[str, torch.device]]) -> torch.device:
@@ -334,7 +306,7 @@ def predict_samples(
     """:func:`predict` for every sample, in order, with a progress bar.
 
     Keeps all maps in memory (about 4 bytes per pixel): fine for a notebook's
-    plots of DRIVE or CHASE_DB1. :func:`retina_lib.evaluation.evaluate` does
+    plots of DRIVE or CHASE_DB1. :func:`retina_lib.scoring.evaluation.evaluate` does
     not use this; it scores each map as soon as it is made.
     """
     return [predict(model, sample.image, tta=tta, tile_size=tile_size)

@@ -1,7 +1,7 @@
 """Training for many epochs: :func:`fit` and the recipe it follows, :class:`TrainConfig`.
 
-:func:`fit` repeats :class:`~retina_lib.engine.Train` and
-:class:`~retina_lib.engine.Evaluate` for a number of epochs and takes care of
+:func:`fit` repeats :class:`~retina_lib.epoch_loop.Train` and
+:class:`~retina_lib.epoch_loop.Evaluate` for a number of epochs and takes care of
 what a real run needs: the Adam optimizer, an optional cosine learning-rate
 schedule, mixed precision, a seed, a progress bar, a history of losses, keeping
 the best model, and files that survive an interruption.
@@ -20,16 +20,13 @@ The files written into ``out_dir`` after every epoch:
 
 The jobs around the epoch loop live in their own modules, each named after it:
 
-* :mod:`retina_lib.run_folder` - the run folder: one run at a time (a lock),
+* :mod:`retina_lib.training.run_folder` - the run folder: one run at a time (a lock),
   files written whole or not at all;
-* :mod:`retina_lib.checkpoints` - what ``checkpoint.pth`` holds, saving a run
+* :mod:`retina_lib.training.checkpoints` - what ``checkpoint.pth`` holds, saving a run
   and checking a checkpoint before resuming from it;
-* :mod:`retina_lib.weights` - loading ``linknet.pth`` safely (:func:`load_weights`);
-* :mod:`retina_lib.batches` - the DataLoader, or batches kept on the GPU;
-* :mod:`retina_lib.distributed` - several processes under ``torchrun``.
-
-Their public names are imported here too, so ``from retina_lib.training import
-load_weights, ResumeError, ...`` keeps working.
+* :mod:`retina_lib.training.weights` - loading ``linknet.pth`` safely (:func:`load_weights`);
+* :mod:`retina_lib.training.batch_sources` - the DataLoader, or batches kept on the GPU;
+* :mod:`retina_lib.training.distributed` - several processes under ``torchrun``.
 
 Several processes: launched by ``torchrun --nproc_per_node N -m retina_lib
 train ...`` (see :func:`start_distributed`), N copies of :func:`fit` run side by
@@ -56,45 +53,22 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .batches import item_count, make_batches, start_epoch, use_resident_data
-from .checkpoints import RunState, load_checkpoint, run_settings, settings_differences
-from .data import SegmentationDataset
-from .data.sample import Sample
-from .device import pick_device, seed_everything
-from .distributed import (
+from retina_lib.training.batch_sources import item_count, make_batches, start_epoch
+from retina_lib.training.checkpoints import RunState, load_checkpoint, run_settings
+from retina_lib.data import SegmentationDataset
+from retina_lib.data.sample import Sample
+from retina_lib.system.hardware import pick_device, seed_everything
+from retina_lib.training.distributed import (
     mean_over_processes,
     process_rank_and_count,
     share_buffers,
-    start_distributed,
-    stop_distributed,
 )
-from .engine import (
-    OPTIMISE_CHOICES,
-    Evaluate,
-    NonFiniteLossError,
-    Train,
-    autocast_dtype,
-    check_amp,
-    default_amp,
-    default_channels_last,
-)
-from .run_folder import (
-    BEST_WEIGHTS_FILE,
+from retina_lib.epoch_loop import OPTIMISE_CHOICES, Evaluate, Train
+from retina_lib.system.hardware import autocast_dtype, check_amp, default_channels_last
+from retina_lib.training.run_folder import (
     CHECKPOINT_FILE,
-    CURVES_FILE,
-    HISTORY_FILE,
-    ResumeError,
     open_run_folder,
 )
-from .weights import WeightsError, load_weights
-
-__all__ = [
-    "TrainConfig", "fit", "load_weights", "split_validation", "training_datasets",
-    "ResumeError", "WeightsError", "NonFiniteLossError", "default_amp", "default_channels_last",
-    "start_distributed", "stop_distributed", "process_rank_and_count",
-    "BEST_WEIGHTS_FILE", "CHECKPOINT_FILE", "HISTORY_FILE", "CURVES_FILE",
-    "settings_differences", "use_resident_data",
-]
 
 #: fit's arguments that define WHAT is computed; they must match to resume.
 #: The others (device, amp, channels_last, resident, num_workers, progress) say HOW, so a
@@ -123,7 +97,7 @@ class TrainConfig:
         batch_size: images per step (4).
         lr: Adam's learning rate (1e-4).
         optimise: "dice+iou" (the original: Dice loss + IoU loss), "bce+dice" or
-            "bce+dice+cldice" (see :data:`~retina_lib.engine.OPTIMISE_CHOICES`).
+            "bce+dice+cldice" (see :data:`~retina_lib.epoch_loop.OPTIMISE_CHOICES`).
         schedule: None (constant learning rate) or "cosine" (decays to 0).
         seed: seeds weights initialisation, shuffling and augmentation.
 
@@ -256,20 +230,20 @@ def fit(
             ``channels_last``, to that memory format, and stays there.
         train_data, val_data: datasets of ``(image, label)`` or
             ``(image, label, fov)`` (e.g. ``SegmentationDataset``), or
-            :class:`~retina_lib.gpu_data.DeviceBatches`. Without
+            :class:`~retina_lib.training.resident_batches.DeviceBatches`. Without
             ``val_data`` there is no best epoch to choose: the last one is kept.
         epochs, batch_size, lr: the recipe (defaults: :class:`TrainConfig`).
         optimise: "dice+iou" (Dice loss + IoU loss, the original), "bce+dice" or
-            "bce+dice+cldice" (see :class:`~retina_lib.engine.Train`).
+            "bce+dice+cldice" (see :class:`~retina_lib.epoch_loop.Train`).
         schedule: None (constant lr) or "cosine" (decays to 0 over ``epochs``).
         device: "auto" (CUDA, then Apple MPS, then CPU) or a device name.
-        amp: mixed precision, "auto" (see :func:`~retina_lib.engine.default_amp`),
+        amp: mixed precision, "auto" (see :func:`~retina_lib.epoch_loop.default_amp`),
             "off", "bf16" or "fp16" (float16 uses a gradient scaler).
         channels_last: channels-last memory format; None (the default)
-            decides with :func:`~retina_lib.engine.default_channels_last`
+            decides with :func:`~retina_lib.epoch_loop.default_channels_last`
             (on for CUDA and the CPU, where it was measured faster).
         resident: keep the training images on the device and augment them
-            there (:class:`~retina_lib.gpu_data.DeviceBatches`): True, False,
+            there (:class:`~retina_lib.training.resident_batches.DeviceBatches`): True, False,
             or "auto" (on CUDA GPUs, for SegmentationDatasets in "crop" or
             "resize" mode; see :func:`use_resident_data`).
         seed: seeds shuffling and augmentation; each epoch's shuffle depends
@@ -278,9 +252,9 @@ def fit(
         out_dir: folder for ``linknet.pth``, ``checkpoint.pth``,
             ``history.json`` and ``curves.png`` (see the module docstring), or
             None to save nothing. A folder that holds another run's files
-            (any of them, see :mod:`retina_lib.run_folder`) is refused unless
+            (any of them, see :mod:`retina_lib.training.run_folder`) is refused unless
             ``resume`` is True, and so is a folder another process is
-            training into right now (:class:`~retina_lib.run_folder.RunFolderInUseError`).
+            training into right now (:class:`~retina_lib.training.run_folder.RunFolderInUseError`).
         resume: continue the run saved in ``out_dir``. The settings must be
             the same, except that ``epochs`` may grow (with a constant lr);
             otherwise :class:`ResumeError` says which settings differ.
@@ -301,7 +275,7 @@ def fit(
 
     At the end, the model holds the BEST weights (highest ``val_dice``), not
     the last ones; ``linknet.pth`` holds the same. Raises
-    :class:`~retina_lib.engine.NonFiniteLossError` if a loss becomes NaN or
+    :class:`~retina_lib.epoch_loop.NonFiniteLossError` if a loss becomes NaN or
     infinite. On Ctrl+C (KeyboardInterrupt) the last complete epoch's
     checkpoint is kept and the way to resume is printed.
     """

@@ -3,7 +3,7 @@
 The conventions (see REFERENCE.md), and how :func:`evaluate` follows them:
 
 * **Native resolution, inside the field of view.** Every test image is
-  predicted at its own size (:func:`retina_lib.inference.predict`) and only
+  predicted at its own size (:func:`retina_lib.scoring.inference.predict`) and only
   FOV pixels are counted, against the first human observer's label.
 * **The threshold comes from training data.** F1, IoU, accuracy and the other
   threshold-based scores depend on where the probability map is cut. Choosing
@@ -35,10 +35,10 @@ import numpy as np
 from torch import nn
 from tqdm.auto import tqdm
 
-from .baselines import frangi_vesselness
-from .data.sample import Sample
-from .inference import predict
-from .metrics import (
+from retina_lib.baselines import frangi_vesselness
+from retina_lib.data.sample import Sample
+from retina_lib.scoring.inference import predict
+from retina_lib.metrics import (
     METRIC_NAMES,
     ConfusionCounts,
     ScoreHistogram,

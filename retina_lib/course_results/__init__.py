@@ -9,10 +9,10 @@ that produced each file.
 
 Each result has a name: its path below this folder without ``.json``::
 
-    from retina_lib.measured import available_measured, load_measured
-    available_measured()                    # ['ablation', 'chase_db1/course_cpu_history', ...]
-    ablation = load_measured("ablation")    # {recipe: {score or setting: value}}
-    hrf = load_measured("hrf/test_course_cpu_chase_threshold")
+    from retina_lib.course_results import available_results, load_result
+    available_results()                    # ['ablation', 'chase_db1/course_cpu_history', ...]
+    ablation = load_result("ablation")    # {recipe: {score or setting: value}}
+    hrf = load_result("hrf/test_course_cpu_chase_threshold")
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # only for the type hints; its module moved between Python 3.10 and 3.11
     from importlib.resources.abc import Traversable
 
-__all__ = ["available_measured", "load_measured"]
+__all__ = ["available_results", "load_result"]
 
 SUFFIX = ".json"
 
@@ -33,7 +33,7 @@ def _folder() -> Traversable:
     return resources.files(__name__)
 
 
-def available_measured() -> list[str]:
+def available_results() -> list[str]:
     """The names of every stored result, sorted, e.g. ``"chase_db1/test_course_cpu"``."""
     names: list[str] = []
     folders: list[tuple[str, Traversable]] = [("", _folder())]
@@ -47,13 +47,13 @@ def available_measured() -> list[str]:
     return sorted(names)
 
 
-def load_measured(name: str) -> dict[str, Any]:
-    """Read the stored result ``name`` (a name from :func:`available_measured`) as a dict.
+def load_result(name: str) -> dict[str, Any]:
+    """Read the stored result ``name`` (a name from :func:`available_results`) as a dict.
 
     Raises:
         ValueError: no result has that name; the message lists the names there are.
     """
-    available = available_measured()
+    available = available_results()
     if name not in available:
         hint = " (give the name without .json)" if name.endswith(SUFFIX) else ""
         raise ValueError(f"no measured result is called {name!r}{hint}; the stored ones are: {', '.join(available)}")
