@@ -94,6 +94,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
     parser.add_argument("--only", nargs="*", help="run only these candidates")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed (default 0); another seed is stored as NAME_seedN, to measure "
+                             "how far the seed alone moves a candidate's validation scores")
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="options appended to every run")
     args = parser.parse_args()
@@ -104,8 +107,9 @@ def main() -> None:
     for name, options in GROUPS[args.group].items():
         if args.only and name not in args.only:
             continue
-        run_dir = args.out / name
-        command = ["train", "--dataset", "chase_db1", "--data-dir", args.data_dir, "--seed", "0",
+        key = name if args.seed == 0 else f"{name}_seed{args.seed}"
+        run_dir = args.out / key
+        command = ["train", "--dataset", "chase_db1", "--data-dir", args.data_dir, "--seed", str(args.seed),
                    "--val-count", "4", "--device", device, "--num-workers", str(args.num_workers),
                    "--out", str(run_dir), *options, *args.extra]
         resume = ["--resume"] if (run_dir / "checkpoint.pth").exists() else []
@@ -119,9 +123,9 @@ def main() -> None:
             entry["train_seconds"] = training_seconds(run_dir)
             entry["validation"] = validation_scores(run_dir / "linknet.pth", args.data_dir, device)
             entry["validation_tta"] = validation_scores(run_dir / "linknet.pth", args.data_dir, device, tta=True)
-        summary[name] = entry
+        summary[key] = entry
         summary_path.write_text(json.dumps(summary, indent=2))
-        print(name, json.dumps(entry.get("validation")), f"{seconds:.0f} s", flush=True)
+        print(key, json.dumps(entry.get("validation")), f"{seconds:.0f} s", flush=True)
     best = max((n for n in summary if "validation" in summary[n]), key=lambda n: summary[n]["validation"]["f1"])
     (args.out / "best.txt").write_text(best)
     print(f"\n{'recipe':28s} {'val F1':>7s} {'val AUC':>8s} {'+TTA F1':>8s} {'+TTA AUC':>9s} {'train s':>8s}")
