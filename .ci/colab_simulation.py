@@ -62,6 +62,18 @@ MISSING_DATA_PHRASES = (
     r"No such file or directory",
 )
 
+#: What a notebook must print when it runs alone on Colab: notebook 04 has no run of its own
+#: there, so it must use the network that ships inside the package (retina_lib.pretrained), not
+#: a network trained for a few seconds.
+REQUIRED_PHRASES = {
+    "04_results.ipynb": (r"using the course's shipped LinkNet",),
+}
+
+#: Run in the Colab environment after a notebook: the shipped weights arrived with the package
+#: and match their model card (sha256, size), so the notebook used the real file.
+SHIPPED_WEIGHTS_CHECK = ("from retina_lib import pretrained; model, card = pretrained.load(); "
+                         "print(card['sha256'], pretrained.weights_path())")
+
 #: The stand-in for Colab's ``google.colab``: importable, and loud if a notebook
 #: tries to use Google Drive, which a CI machine cannot mount.
 GOOGLE_COLAB_STAND_IN = '''"""Stand-in for Colab's google.colab module, made by .ci/colab_simulation.py."""
@@ -187,6 +199,23 @@ def missing_data_reports(notebook: nbformat.NotebookNode) -> list[str]:
     return reports
 
 
+def required_phrases_missing(notebook: nbformat.NotebookNode, name: str) -> list[str]:
+    """The phrases of :data:`REQUIRED_PHRASES` that no output of ``notebook`` shows."""
+    texts = "\n".join(text for _, text in output_texts(notebook))
+    return [f"no output says {phrase!r}" for phrase in REQUIRED_PHRASES.get(name, ())
+            if not re.search(phrase, texts, re.IGNORECASE)]
+
+
+def shipped_weights_problems(colab_python: Path, cwd: Path) -> list[str]:
+    """Empty when the Colab environment's retina_lib loads its shipped weights (sha256 checked)."""
+    environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "RETINA_DATA_DIR")}
+    result = subprocess.run([str(colab_python), "-c", SHIPPED_WEIGHTS_CHECK], capture_output=True, text=True,
+                            cwd=cwd, env=environment)
+    if result.returncode != 0:
+        return [f"the shipped weights did not load in the Colab environment: {result.stderr.strip()[-500:]}"]
+    return []
+
+
 def simulate(path: Path, colab_python: Path, clone: Path, keep: Path | None) -> list[str]:
     """Run one notebook alone; return its problems (empty when it passed)."""
     with tempfile.TemporaryDirectory(prefix="colab_content_") as content:
@@ -211,6 +240,8 @@ def simulate(path: Path, colab_python: Path, clone: Path, keep: Path | None) -> 
         except CellExecutionError as error:
             problems.append(f"a cell raised:\n{error}")
         problems += [f"missing data: {report}" for report in missing_data_reports(notebook)]
+        problems += required_phrases_missing(notebook, path.name)
+        problems += shipped_weights_problems(colab_python, workdir)
         installed = retina_lib_location(colab_python, workdir)
         if installed is None:
             problems.append("retina_lib was not installed by the notebook's install cell")

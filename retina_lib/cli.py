@@ -6,8 +6,9 @@ notebooks call too. Examples::
     python -m retina_lib download chase_db1
     python -m retina_lib train --dataset chase_db1 --out runs/chase
     torchrun --nproc_per_node 2 -m retina_lib train --dataset chase_db1 --out runs/chase2   # two GPUs
+    python -m retina_lib predict photo.jpg          # the course's shipped network and its threshold
     python -m retina_lib evaluate --dataset chase_db1 --weights runs/chase/linknet.pth --json results.json
-    python -m retina_lib predict photo.jpg --weights runs/chase/linknet.pth --out predictions/
+    python -m retina_lib predict photo.jpg --weights runs/chase/linknet.pth --threshold 0.47 --out predictions/
 
 Expected failures (a missing file, weights of another network, an unknown
 dataset, an unreadable image) print one line ``error: ...`` and exit with
@@ -29,8 +30,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import torch
 from PIL import Image
 
+from retina_lib import pretrained
 from retina_lib.data import DATASET_NAMES, DownloadError, download, load_dataset
 from retina_lib.data.readers import read_image, split_extension
 from retina_lib.system.hardware import pick_device
@@ -127,10 +130,34 @@ def check_json_path(path: Path) -> None:
             break
 
 
+def chosen_network(weights: Optional[Path], device: str) -> tuple[torch.nn.Module, Optional[dict[str, Any]]]:
+    """The network ``--weights`` names, or the course's shipped one (and its model card) without it."""
+    if weights is not None:
+        return load_weights(weights).to(pick_device(device)), None
+    model, card = pretrained.load(pick_device(device))
+    print(f"weights: {pretrained.describe(card)}")
+    return model, card
+
+
+def prediction_threshold(args: argparse.Namespace, card: Optional[dict[str, Any]]) -> float:
+    """``--threshold``, else the shipped network's recorded cut; a network of one's own must say its cut."""
+    if args.threshold is not None:
+        return args.threshold
+    if card is None:
+        raise ValueError(
+            f"--weights {args.weights} needs --threshold: the cut between vessel and background belongs to "
+            f"each network (0.5 is rarely the best one). `python -m retina_lib evaluate --dataset NAME "
+            f"--weights {args.weights}` prints the threshold chosen on that dataset's training split")
+    threshold = card["threshold_tta"] if args.tta else card["threshold"]
+    print(f"threshold: {threshold:.4f}, chosen on the training split of {card['training_data']['dataset']}"
+          f"{' with flip TTA' if args.tta else ''} (model card)")
+    return threshold
+
+
 def command_evaluate(args: argparse.Namespace) -> None:
     if args.json is not None:
         check_json_path(args.json)
-    model = load_weights(args.weights).to(pick_device(args.device))
+    model, _ = chosen_network(args.weights, args.device)
     options = dataset_options(args)
     test_samples = load_dataset(args.dataset, split=args.split, root=args.data_dir, **options)
     train_samples = (load_dataset(args.dataset, split="train", root=args.data_dir, **options)
@@ -191,13 +218,14 @@ def save_prediction(probability: np.ndarray, threshold: float, paths: tuple[Path
 
 def command_predict(args: argparse.Namespace) -> None:
     check_prediction_paths(args.images, args.out)
-    model = load_weights(args.weights).to(pick_device(args.device))
+    model, card = chosen_network(args.weights, args.device)
+    threshold = prediction_threshold(args, card)
     failures = []
     for image_path in args.images:  # one unreadable image does not stop the others
         paths = prediction_paths(image_path, args.out)
         try:
             probability = predict(model, read_image(image_path), tta=args.tta)
-            save_prediction(probability, args.threshold, paths)
+            save_prediction(probability, threshold, paths)
         except (ValueError, OSError) as error:
             failures.append(f"{image_path}: {' '.join(str(error).splitlines())}")
             continue
@@ -304,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "chosen on the TRAIN split (best F1) unless --threshold is given.",
     )
     add_dataset_arguments(evaluation)
-    evaluation.add_argument("--weights", type=Path, required=True, metavar="PATH", help="linknet.pth or checkpoint.pth")
+    evaluation.add_argument("--weights", type=Path, metavar="PATH",
+                            help="linknet.pth or checkpoint.pth (default: the course's shipped network)")
     evaluation.add_argument("--split", default="test", help="default: %(default)s")
     evaluation.add_argument("--threshold", type=probability,
                             help="fixed threshold instead of one chosen on the train split")
@@ -320,9 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "is written.",
     )
     prediction.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
-    prediction.add_argument("--weights", type=Path, required=True, metavar="PATH", help="linknet.pth or checkpoint.pth")
+    prediction.add_argument("--weights", type=Path, metavar="PATH",
+                            help="linknet.pth or checkpoint.pth (default: the course's shipped network, "
+                                 "retina_lib.pretrained, with its model card's threshold)")
     prediction.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: beside each image)")
-    prediction.add_argument("--threshold", type=probability, default=0.5, help="default: %(default)s")
+    prediction.add_argument("--threshold", type=probability,
+                            help="probability cut for the mask; required with --weights (default: the shipped "
+                                 "network's cut, chosen on its training split)")
     prediction.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
     prediction.set_defaults(handler=command_predict)
 

@@ -1,0 +1,151 @@
+"""The course's own trained LinkNet, shipped inside the package: real vessel maps without training.
+
+Training the course's best recipe takes half an hour to two hours on a laptop
+CPU, so the course ships one network that was trained that way, together with
+a *model card* that records how it was made and how well it scores::
+
+    from retina_lib import pretrained
+    model, card = pretrained.load()          # LinkNet in eval mode, on the CPU
+    card["threshold"]                        # the cut chosen on the training split
+    card["test"]["f1"], card["test"]["auc_roc"]
+
+``python -m retina_lib predict photo.jpg`` uses it when no ``--weights`` are
+given, and notebook 04 falls back to it when the learner has not trained a
+network of their own.
+
+Two files live next to this module (package data, so ``pip install git+...``
+and Colab get them too):
+
+* ``linknet_chase_db1.pth`` - the state dict, stored in float16 to halve its
+  size (the card records the scores measured *from this file*, and how far
+  they are from the float32 original);
+* ``model_card.json`` - architecture, recipe and command, training data and
+  its licence, threshold, scores, hardware, time, and the file's sha256.
+
+Loading checks the file against the card's sha256 before reading it (a damaged
+or replaced file is refused with one line naming it), and reads it with
+``torch.load(..., weights_only=True)`` (:func:`retina_lib.training.weights.load_weights`),
+so the file cannot run code.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+
+from retina_lib.model import LinkNet
+from retina_lib.training.weights import WeightsError, load_weights
+
+#: The shipped weights and their card, next to this module.
+WEIGHTS_FILE = "linknet_chase_db1.pth"
+CARD_FILE = "model_card.json"
+
+
+def package_file(name: str) -> Path:
+    """The path of one of this package's data files (an installed package is always a folder here)."""
+    return Path(str(resources.files(__name__) / name))
+
+
+def weights_path() -> Path:
+    """Where the shipped weights file is."""
+    return package_file(WEIGHTS_FILE)
+
+
+def load_card() -> dict[str, Any]:
+    """The model card: how the shipped network was made, its threshold and its measured scores."""
+    path = package_file(CARD_FILE)
+    if not path.is_file():
+        raise WeightsError(f"{path}: the model card of the shipped network is missing; reinstall retina_lib")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def sha256_of(path: Union[str, Path]) -> str:
+    """The hex SHA-256 of a file, read in 1 MB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for piece in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def verify_file(path: Union[str, Path], card: dict[str, Any]) -> None:
+    """Refuse ``path`` unless its size and sha256 are the ones the card records.
+
+    Why before loading: ``weights_only=True`` already keeps code out, but a
+    truncated download or a file replaced by another network's weights could
+    still load and give different answers than the card promises.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: the shipped weights file is missing; reinstall retina_lib")
+    size = path.stat().st_size
+    if size != card["file_bytes"]:
+        raise WeightsError(f"{path}: {size} bytes instead of the model card's {card['file_bytes']}: the shipped "
+                           f"weights are truncated or were replaced; reinstall retina_lib")
+    digest = sha256_of(path)
+    if digest != card["sha256"]:
+        raise WeightsError(f"{path}: sha256 {digest[:16]}... differs from the model card's {card['sha256'][:16]}...: "
+                           f"the shipped weights are damaged or were replaced; reinstall retina_lib")
+
+
+def load(device: Union[str, torch.device] = "cpu") -> tuple[LinkNet, dict[str, Any]]:
+    """The shipped LinkNet (float32, eval mode, on ``device``) and its model card.
+
+    Raises :class:`~retina_lib.training.weights.WeightsError` (one line naming
+    the file) when the file is missing, truncated, damaged or replaced.
+    """
+    card = load_card()
+    path = weights_path()
+    verify_file(path, card)
+    model = load_weights(path)  # float16 tensors are copied into the float32 network
+    return model.to(device).eval(), card
+
+
+def describe(card: dict[str, Any]) -> str:
+    """One line naming the shipped network, for messages such as ``predict``'s."""
+    return (f"the course's shipped LinkNet ({card['name']}, trained on {card['training_data']['dataset']}; "
+            f"test F1 {card['test']['f1']:.4f}, AUC-ROC {card['test']['auc_roc']:.4f})")
+
+
+#: Marks around the card's Markdown rendering in results/README.md (a test keeps the two equal).
+CARD_SECTION_START = "<!-- model card: generated by retina_lib.pretrained.card_markdown(); do not edit -->"
+CARD_SECTION_END = "<!-- end of model card -->"
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """The model card as a short Markdown section (results/README.md shows it)."""
+    def scores(row: dict[str, float]) -> str:
+        return " | ".join(f"{row[key]:.4f}" for key in ("f1", "iou", "sensitivity", "specificity", "auc_roc", "auc_pr"))
+
+    recipe = ", ".join(f"{key}={value}" for key, value in card["recipe"].items())
+    lines = [
+        f"**{card['name']}**: {card['architecture']}; {card['parameters']:,} parameters.",
+        "",
+        f"- File: `retina_lib/pretrained/{card['file']}`, {card['file_bytes'] / 1e6:.1f} MB, "
+        f"{card['stored_dtype']}, sha256 `{card['sha256']}`.",
+        f"- Trained with `{card['command']}` (commit `{card['commit'][:12]}`), "
+        f"{card['training_seconds'] / 60:.0f} min on {card['hardware']} (median epoch "
+        f"{card['median_epoch_seconds']:.0f} s), torch {card['torch']}; "
+        f"best epoch {card['best_epoch']}. Recipe: {recipe}.",
+        f"- Stored by `{card['ship_command']}`.",
+        f"- Training data: {card['training_data']['dataset']}, {card['training_data']['split']}. "
+        f"Credit: {card['training_data']['credit']}.",
+        f"- Threshold {card['threshold']:.4f} ({card['threshold_rule']}); with flip TTA "
+        f"{card['threshold_tta']:.4f}.",
+        f"- Licence: {card['licence']}.",
+        "",
+        "| CHASE_DB1 test split (8 images) | F1 | IoU | Se | Sp | AUC-ROC | AUC-PR |",
+        "|---|---|---|---|---|---|---|",
+        f"| shipped file (float16) | {scores(card['test'])} |",
+        f"| shipped file, flip TTA | {scores(card['test_tta'])} |",
+        f"| float32 original | {scores(card['float32_original']['test'])} |",
+        f"| float32 original, flip TTA | {scores(card['float32_original']['test_tta'])} |",
+    ]
+    if card.get("hrf_with_chase_threshold"):
+        lines.append(f"| HRF test split (never trained on), CHASE_DB1's threshold | "
+                     f"{scores(card['hrf_with_chase_threshold'])} |")
+    return "\n".join(lines)
