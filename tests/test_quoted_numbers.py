@@ -249,6 +249,13 @@ CLDICE_COST = ratio(result(BEST_SWEEP, "cldice_e40", "train_seconds"), result(BE
 MACHINE_SPREAD = difference(result(CPU_TEST, "f1"), result(RERUN_TEST, "f1"))
 ORIGINAL_H200, COURSE_H200 = result("ablation", "original recipe (H200)", "train_seconds"), result(
     "ablation", "course recipe (H200)", "train_seconds")
+
+
+def original_cpu_minutes(sources: Sources) -> float:
+    """The original recipe's 100 epochs of 80 images at the CPU benchmark's fast-path rate, without validation."""
+    return 100 * 80 / sources.benchmark("results_cpu")["train_img_s"]["linknet_fast"] / 60
+
+
 COURSE_CPU_MINUTES = minutes(result("ablation", "course recipe (CPU)", "train_seconds"))
 PEER = ("results_cpu_peer", "peer")
 
@@ -269,7 +276,7 @@ QUOTES = [
     Quote(README, "It has {} parameters", benchmark(*PEER, "parameters", "linknet"), 0),
     Quote(README, "and needs {}\nGFLOPs", lambda s: s.benchmark("results_cpu_peer")["peer"]["flops"]["linknet"][
         "forward"] / 1e9, 1),
-    Quote(README, "on top of the {}-minute course-recipe run", epoch_minutes(RERUN_HISTORY), 0),
+    Quote(README, "resumed the {}-minute course-recipe run", epoch_minutes(RERUN_HISTORY), 0),
     Quote(README, "40 epochs, validation Dice {})", best_val_dice(RERUN_HISTORY), 3),
     Quote(README, "reached **F1 {}, AUC-ROC", result(RERUN_TEST, "f1"), 4),
     Quote(README, "AUC-ROC {}** on the test split", result(RERUN_TEST, "auc_roc"), 4),
@@ -298,6 +305,13 @@ QUOTES = [
     Quote(README, "trains in {} minutes on these 2\n  cores", COURSE_CPU_MINUTES, 0),
     Quote(README, "the whole course-recipe command took {} s", COURSE_H200, 0),
     Quote(README, "plus validation) {} s", ORIGINAL_H200, 0),
+    Quote(README, "(load average {} at the start", benchmark("results_cpu_peer", "machine", "load_average_start", 0), 1),
+    Quote(README, "and {} at the\n  end of the run", benchmark("results_cpu_peer", "machine", "load_average_end", 0), 1),
+    Quote(README, "at the fast path's {} images/s above", benchmark("results_cpu", "train_img_s", "linknet_fast"), 2),
+    Quote(README, "8,000 training images alone take about {} minutes", original_cpu_minutes, 0),
+    Quote("benchmarks/README.md", "The fast path's {} images/s above",
+          benchmark("results_cpu", "train_img_s", "linknet_fast"), 2),
+    Quote("benchmarks/README.md", "training images) at about {} minutes", original_cpu_minutes, 0),
     Quote(README, "trains at **{}x** the", benchmark(*PEER, "ratios", "ours / smp, training img/s, plain"), 2),
     Quote(README, "and **{}x** with bfloat16", benchmark(*PEER, "ratios", "ours / smp, training img/s, fast"), 2),
     Quote(README, "({} against", peer_img_s("linknet", "fast"), 2),
