@@ -62,6 +62,11 @@ def ratio(a: Value, b: Value) -> Value:
     return lambda sources: a(sources) / b(sources)
 
 
+def scaled(value: Value, factor: float) -> Value:
+    """A value in other units: parameters in millions (1e-6), a share in per cent (100)."""
+    return lambda sources: value(sources) * factor
+
+
 def epoch_minutes(history: str) -> Value:
     """The sum of a training history's epoch times, in minutes."""
     return lambda sources: sum(sources.result(history)["epoch_seconds"]) / 60
@@ -257,7 +262,7 @@ def original_cpu_minutes(sources: Sources) -> float:
 
 
 COURSE_CPU_MINUTES = minutes(result("ablation", "course recipe (CPU)", "train_seconds"))
-PEER = ("results_cpu_peer", "peer")
+PEER = ("results_cpu_peer", "peer")  # the comparison with segmentation_models_pytorch
 
 
 def peer_img_s(model: str, path: str) -> Value:
@@ -265,17 +270,16 @@ def peer_img_s(model: str, path: str) -> Value:
                                 if (run["model"], run["path"]) == (model, path))
 
 
-def clDice_gain(key: str, run: str, baseline: str) -> Value:
+def cldice_gain(key: str, run: str, baseline: str) -> Value:
     return difference(result(BEST_SWEEP, run, "validation", key), result(BEST_SWEEP, baseline, "validation", key))
 
 
 QUOTES = [
     # README
     Quote(README, "net = LinkNet()                      # {}M parameters",
-          lambda s: s.benchmark("results_cpu_peer")["peer"]["parameters"]["linknet"] / 1e6, 2),
+          scaled(benchmark(*PEER, "parameters", "linknet"), 1e-6), 2),
     Quote(README, "It has {} parameters", benchmark(*PEER, "parameters", "linknet"), 0),
-    Quote(README, "and needs {}\nGFLOPs", lambda s: s.benchmark("results_cpu_peer")["peer"]["flops"]["linknet"][
-        "forward"] / 1e9, 1),
+    Quote(README, "and needs {}\nGFLOPs", scaled(benchmark(*PEER, "flops", "linknet", "forward"), 1e-9), 1),
     Quote(README, "resumed the {}-minute course-recipe run", epoch_minutes(RERUN_HISTORY), 0),
     Quote(README, "40 epochs, validation Dice {})", best_val_dice(RERUN_HISTORY), 3),
     Quote(README, "reached **F1 {}, AUC-ROC", result(RERUN_TEST, "f1"), 4),
@@ -303,6 +307,7 @@ QUOTES = [
     Quote(README, "the Frangi filter takes {} and", benchmark("results_cpu", "frangi_ms", "drive"), 0),
     Quote(README, "the Frangi filter takes 208 and {} ms", benchmark("results_cpu", "frangi_ms", "chase"), 0),
     Quote(README, "trains in {} minutes on these 2\n  cores", COURSE_CPU_MINUTES, 0),
+    Quote(README, "Reproduce the CPU rows ({} min of epochs", epoch_minutes(CPU_HISTORY), 0),
     Quote(README, "the whole course-recipe command took {} s", COURSE_H200, 0),
     Quote(README, "plus validation) {} s", ORIGINAL_H200, 0),
     Quote(README, "(load average {} at the start", benchmark("results_cpu_peer", "machine", "load_average_start", 0), 1),
@@ -317,7 +322,7 @@ QUOTES = [
     Quote(README, "({} against", peer_img_s("linknet", "fast"), 2),
     Quote(README, "against {} images/s at batch 4", peer_img_s("smp_linknet", "fast"), 2),
     Quote(README, "with {}% fewer parameters",
-          lambda s: 100 * (1 - s.benchmark("results_cpu_peer")["peer"]["ratios"]["ours / smp, parameters"]), 0),
+          lambda sources: 100 * (1 - benchmark(*PEER, "ratios", "ours / smp, parameters")(sources)), 0),
     # results/README.md
     Quote(RESULTS, "({} vs 0.743 F1", result(SWEEP, "crop512_bce_1e-3", "validation", "f1"), 3),
     Quote(RESULTS, "vs {} F1 with the same", result(SWEEP, "resize512_bce_1e-3", "validation", "f1"), 3),
@@ -344,9 +349,9 @@ QUOTES = [
     Quote(RESULTS, "best epoch {} again", best_epoch(RERUN_HISTORY), 0),
     Quote(RESULTS, "validation Dice {} (against", best_val_dice(RERUN_HISTORY), 3),
     Quote(RESULTS, "(against 0.807), {} min of epochs", epoch_minutes(RERUN_HISTORY), 0),
-    Quote(RESULTS, "won on validation F1 at both schedule lengths: {} at 40", clDice_gain("f1", "cldice_e40", "course"), 3),
-    Quote(RESULTS, "and {} at 20", clDice_gain("f1", "cldice_e20", "course_e20"), 3),
-    Quote(RESULTS, "(with {} AUC-ROC)", clDice_gain("auc_roc", "cldice_e20", "course_e20"), 3),
+    Quote(RESULTS, "won on validation F1 at both schedule lengths: {} at 40", cldice_gain("f1", "cldice_e40", "course"), 3),
+    Quote(RESULTS, "and {} at 20", cldice_gain("f1", "cldice_e20", "course_e20"), 3),
+    Quote(RESULTS, "(with {} AUC-ROC)", cldice_gain("auc_roc", "cldice_e20", "course_e20"), 3),
     Quote(RESULTS, "for {}x\n  the training time", CLDICE_COST, 1),
     Quote(RESULTS, "Flip TTA** added {}-", tta_gain(min), 3),
     Quote(RESULTS, "Flip TTA** added 0.003-{} validation", tta_gain(max), 3),
@@ -383,8 +388,8 @@ QUOTES = [
     Quote(NOTEBOOK_04, "AUC-ROC\n{}) and SA-UNet", published("CHASE_DB1", "IterNet", "auc_roc"), 3),
     Quote(NOTEBOOK_04, "and SA-UNet ({} /", published("CHASE_DB1", "SA-UNet", "f1"), 3),
     Quote(NOTEBOOK_04, "and SA-UNet (0.815 / {})", published("CHASE_DB1", "SA-UNet", "auc_roc"), 3),
-    Quote(NOTEBOOK_04, "adds about {} to F1 at the course's", clDice_gain("f1", "cldice_e40", "course"), 3),
-    Quote(NOTEBOOK_04, "40 epochs and {} at 20", clDice_gain("f1", "cldice_e20", "course_e20"), 3),
+    Quote(NOTEBOOK_04, "adds about {} to F1 at the course's", cldice_gain("f1", "cldice_e40", "course"), 3),
+    Quote(NOTEBOOK_04, "40 epochs and {} at 20", cldice_gain("f1", "cldice_e20", "course_e20"), 3),
     Quote(NOTEBOOK_04, "for {} times the training time", CLDICE_COST, 1),
     Quote(NOTEBOOK_04, "about twice the {} that a second run", MACHINE_SPREAD, 3),
     Quote(NOTEBOOK_04, "Flip TTA adds {} to", tta_gain(min), 3),
