@@ -77,6 +77,14 @@ class Measured:
 
 
 @dataclass(frozen=True)
+class Figures:
+    """A table cell that holds several figures: ``cell`` has one {} for each, in order."""
+
+    cell: str
+    figures: tuple[Measured, ...]
+
+
+@dataclass(frozen=True)
 class Quote:
     """A figure inside a sentence of ``document``, found by ``text`` ({} marks the number)."""
 
@@ -91,6 +99,9 @@ class Quote:
 class TableRow:
     """The row starting with ``label`` of the table under the heading ``section`` of ``document``.
 
+    Where the first cell does not tell rows apart, ``label`` names the first
+    cells joined by " | " ("LinkNet | plain"), and the figures start after them.
+
     ``cells`` maps a column header to the figure in that column, or to the
     fixed words the cell must read (a setting such as "1x H200", not a
     measurement); a column the entry leaves out must hold no number in this
@@ -100,7 +111,7 @@ class TableRow:
     document: str
     section: str
     label: str
-    cells: dict[str, Measured | str] = field(default_factory=dict)
+    cells: dict[str, Measured | Figures | str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -151,16 +162,15 @@ def matches(value: float, written: str, digits: int) -> bool:
     return decimals == digits and abs(number - value) <= 0.5 * 10 ** -digits * (1 + 1e-9)
 
 
-def pattern(text: str) -> re.Pattern:
-    """The regular expression that finds ``text`` with any whitespace between words and a number for {}."""
-    if text.count("{}") != 1:
-        raise ValueError(f"{text!r} must hold exactly one {{}} where the number stands")
-    before, after = text.split("{}")
+def pattern(text: str, numbers: int = 1) -> re.Pattern:
+    """The regular expression that finds ``text`` with any whitespace between words and a number for each {}."""
+    if text.count("{}") != numbers:
+        raise ValueError(f"{text!r} must hold {numbers} {{}} where the numbers stand")
 
     def loose(words: str) -> str:
         return "".join(r"\s+" if part.isspace() else re.escape(part) for part in re.split(r"(\s+)", words) if part)
 
-    return re.compile(loose(before) + f"({NUMBER})" + loose(after))
+    return re.compile(f"({NUMBER})".join(loose(words) for words in text.split("{}")))
 
 
 def check_quote(quote: Quote, text: str, sources: Sources) -> list[str]:
@@ -187,8 +197,14 @@ def labelled(rows: list[list[str]], label: str) -> list[list[str]]:
     Two rows may differ only in emphasis (the README's bold headline rows), so the
     registry can name either exactly.
     """
-    exact = [row for row in rows if row[0].strip() == label]
-    return exact or [row for row in rows if plain(row[0]) == label]
+    width = label_width(label)
+    exact = [row for row in rows if " | ".join(cell.strip() for cell in row[:width]) == label]
+    return exact or [row for row in rows if " | ".join(plain(cell) for cell in row[:width]) == label]
+
+
+def label_width(label: str) -> int:
+    """How many cells a row label spans ("LinkNet | plain": 2)."""
+    return label.count(" | ") + 1
 
 
 def find_row(entry: TableRow, text: str) -> tuple[Table, list[str]] | None:
@@ -211,7 +227,8 @@ def check_row(entry: TableRow, text: str, sources: Sources) -> list[str]:
     problems = []
     if len(row) != len(table.header):
         problems.append(f"{where}: {len(row)} cells under a header of {len(table.header)}")
-    for column, written in zip(table.header[1:], row[1:]):
+    width = label_width(entry.label)
+    for column, written in zip(table.header[width:], row[width:]):
         cell = plain(written)
         if column not in entry.cells:
             if re.search(r"\d", cell):
@@ -222,17 +239,21 @@ def check_row(entry: TableRow, text: str, sources: Sources) -> list[str]:
             if cell != figure:
                 problems.append(f"{where}, column {column!r}: {cell!r} should read {figure!r}")
             continue
-        if figure.value(sources) is None:
-            if cell != "-":
-                problems.append(f"{where}, column {column!r}: {cell!r} should be '-' (not reported)")
-            continue
-        number = re.fullmatch(pattern(figure.cell).pattern, cell)
-        if number is None:
+        if isinstance(figure, Measured):
+            if figure.value(sources) is None:
+                if cell != "-":
+                    problems.append(f"{where}, column {column!r}: {cell!r} should be '-' (not reported)")
+                continue
+            figure = Figures(figure.cell, (figure,))
+        numbers = re.fullmatch(pattern(figure.cell, len(figure.figures)), cell)
+        if numbers is None:
             problems.append(f"{where}, column {column!r}: {cell!r} does not read like {figure.cell!r}")
-        elif not matches(figure.value(sources), number.group(1), figure.digits):
-            problems.append(f"{where}, column {column!r}: {cell!r} should hold "
-                            f"{figure.value(sources):.{figure.digits}f}")
-    missing = set(entry.cells) - set(table.header[1:])
+            continue
+        for measured, written in zip(figure.figures, numbers.groups()):
+            if not matches(measured.value(sources), written, measured.digits):
+                problems.append(f"{where}, column {column!r}: {cell!r} should hold "
+                                f"{measured.value(sources):.{measured.digits}f} for its {written}")
+    missing = set(entry.cells) - set(table.header[width:])
     problems += [f"{where}: the table has no column {column!r}" for column in sorted(missing)]
     return problems
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quoted_numbers import (Measured, Quote, Sources, TableRow, Value, check_quote, check_row, prose,
+from quoted_numbers import (Figures, Measured, Quote, Sources, TableRow, Value, check_quote, check_row, prose,
                             uncovered_table_cells)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+BENCHMARKS = "benchmarks/README.md"
 README, RESULTS, NOTEBOOK_03, NOTEBOOK_04 = ("README.md", "results/README.md", "notebooks/03_training.ipynb",
                                              "notebooks/04_results.ipynb")
 
@@ -138,6 +139,46 @@ def validation(document: str, section: str, label: str, sweep: str, run: str, co
     return TableRow(document, section, label, {**cells, **more})
 
 
+PEER = ("results_cpu_peer", "peer")  # the comparison with segmentation_models_pytorch
+
+
+def peer_img_s(model: str, path: str) -> Value:
+    """Training images/s of ``model`` ("linknet" or "smp_linknet") on ``path`` ("plain" or "fast")."""
+    return lambda sources: next(run["img_s"] for run in sources.benchmark("results_cpu_peer")["peer"]["train"]
+                                if (run["model"], run["path"]) == (model, path))
+
+
+def peer_ms(model: str, path: str) -> Value:
+    """Inference milliseconds per image of ``model`` on ``path``."""
+    return lambda sources: next(run["ms"] for run in sources.benchmark("results_cpu_peer")["peer"]["inference"]
+                                if (run["model"], run["path"]) == (model, path))
+
+
+def cpu_run(model: str, path: str, batch_size: int, key: str) -> Value:
+    """A value of one training run of the CPU benchmark (``train_runs``, or ``train_halves`` for one half)."""
+    def read(sources: Sources):
+        runs = sources.benchmark("results_cpu")["train_runs"] + sources.benchmark("results_cpu")["train_halves"]
+        return next(run[key] for run in runs
+                    if (run["model"], run["path"], run["batch_size"]) == (model, path, batch_size))
+    return read
+
+
+def cpu_throughput_row(label: str, model: str, path: str, batch_sizes: tuple[int, ...]) -> TableRow:
+    """A row of benchmarks/README's training table: images/s per batch size, peak memory at batch 4 in GiB."""
+    cells: dict[str, Measured | Figures | str] = {
+        f"batch {size}": Measured(cpu_run(model, path, size, "img_s"), 2) for size in batch_sizes}
+    cells["peak RSS (batch 4)"] = Measured(scaled(cpu_run(model, path, 4, "peak_memory_mb"), 1 / 1024), 1, "{} GiB")
+    return TableRow(BENCHMARKS, CPU_SPEED, label, cells)
+
+
+def peer_row(label: str, ours: Value, theirs: Value, ratio_value: Value, digits: int, template: str,
+             ratio_template: str) -> TableRow:
+    """A row of the comparison with segmentation_models_pytorch: ours, the peer's, their ratio (2 decimals)."""
+    return TableRow(BENCHMARKS, PEER_SECTION, label, {
+        "our `LinkNet`": Measured(ours, digits, template), "smp `Linknet`": Measured(theirs, digits, template),
+        "ours / smp": Measured(ratio_value, 2, ratio_template)})
+
+
 MAIN = "Results on real photographs (CHASE_DB1 test split)"
 COURSE_CHOICE = "How the course recipe was chosen (validation only)"
 TEST_SPLIT = "Test split: the original recipe against the course recipe"
@@ -145,6 +186,8 @@ BEST_CHOICE = "Candidates and the choice (validation only)"
 BEST_TEST = "Test split of CHASE_DB1"
 BEST_HRF = "HRF, never seen in training"
 SPEED = "Performance"
+CPU_SPEED = "Results on the CPU (2 cores)"
+PEER_SECTION = "Against the peer: segmentation_models_pytorch's LinkNet (CPU)"
 
 BEST_MINUTES = Measured(minutes(result("chase_db1/best_sweep", "cldice_e40", "train_seconds")), 0,
                         "2-core AMD CPU, {} min")
@@ -238,9 +281,63 @@ TABLE_ROWS = [
     scores(RESULTS, BEST_HRF, "best", "hrf/test_best_cpu_chase_threshold", **RESULTS_TEST),
 ]
 
+TABLE_ROWS += [
+    # benchmarks/README.md: the CPU benchmark
+    cpu_throughput_row("LinkNet | plain (float32, contiguous)", "linknet", "plain", (2, 4, 8)),
+    cpu_throughput_row("LinkNet | fast (bfloat16 + channels-last)", "linknet", "fast", (2, 4, 8)),
+    cpu_throughput_row("LinkNet | bfloat16 only", "linknet", "amp only", (4,)),
+    cpu_throughput_row("LinkNet | channels-last only", "linknet", "channels_last only", (4,)),
+    cpu_throughput_row("U-Net (original, 31M parameters) | plain", "unet", "plain", (4,)),
+    cpu_throughput_row("U-Net (original) | fast", "unet", "fast", (4,)),
+    *[TableRow(BENCHMARKS, CPU_SPEED, label, {"measured": Measured(
+        benchmark("results_cpu", "ratios", key), digits, "{}x"), **({"target": target} if target else {})})
+      for label, key, digits, target in (
+          ("LinkNet fast / plain, batch 4", "linknet fast / plain (batch 4)", 2, "at least 2x"),
+          ("U-Net fast / plain, batch 4", "unet fast / plain (batch 4)", 2, ""),
+          ("LinkNet / U-Net, plain, batch 4", "linknet / unet, plain (batch 4)", 1,
+           "at least 10x (LinkNet needs ~18x fewer FLOPs)"),
+          ("LinkNet / U-Net, fast, batch 4", "linknet / unet, fast (batch 4)", 1, ""))],
+    TableRow(BENCHMARKS, CPU_SPEED, "where the 2.67x comes from", {"measured": Figures(
+        "bfloat16 alone {}x, channels-last alone {}x",
+        (Measured(benchmark("results_cpu", "ratios", "linknet amp only / plain (batch 4)"), 2),
+         Measured(benchmark("results_cpu", "ratios", "linknet channels_last only / plain (batch 4)"), 2)))}),
+    *[TableRow(BENCHMARKS, CPU_SPEED, label, {
+        f"{name} size, {size}": Figures(template, tuple(figures)) for name, size, template, figures in (
+            ("DRIVE", "565 x 584", drive_template, drive), ("CHASE_DB1", "999 x 960", chase_template, chase))})
+      for label, drive_template, drive, chase_template, chase in (
+          ("`predict` (LinkNet)", "{} ms ({} images/s)",
+           (Measured(benchmark("results_cpu", "predict_ms", "drive"), 0),
+            Measured(benchmark("results_cpu", "predict_img_s", "drive"), 1)),
+           "{} ms ({} images/s)",
+           (Measured(benchmark("results_cpu", "predict_ms", "chase"), 0),
+            Measured(benchmark("results_cpu", "predict_img_s", "chase"), 1))),
+          ("Frangi vesselness (numpy)", "{} ms", (Measured(benchmark("results_cpu", "frangi_ms", "drive"), 0),),
+           "{} ms", (Measured(benchmark("results_cpu", "frangi_ms", "chase"), 0),)))],
+    # benchmarks/README.md: against segmentation_models_pytorch
+    peer_row("parameters", scaled(benchmark(*PEER, "parameters", "linknet"), 1e-6),
+             scaled(benchmark(*PEER, "parameters", "smp_linknet"), 1e-6),
+             benchmark(*PEER, "ratios", "ours / smp, parameters"), 2, "{} M", "{}"),
+    peer_row("forward FLOPs per image (counted)", scaled(benchmark(*PEER, "flops", "linknet", "forward"), 1e-9),
+             scaled(benchmark(*PEER, "flops", "smp_linknet", "forward"), 1e-9),
+             benchmark(*PEER, "ratios", "ours / smp, forward FLOPs"), 1, "{} G", "{}"),
+    peer_row("training-step FLOPs per image (forward + backward, counted)",
+             scaled(benchmark(*PEER, "flops", "linknet", "training_step"), 1e-9),
+             scaled(benchmark(*PEER, "flops", "smp_linknet", "training_step"), 1e-9),
+             ratio(benchmark(*PEER, "flops", "linknet", "training_step"),
+                   benchmark(*PEER, "flops", "smp_linknet", "training_step")), 1, "{} G", "{}"),
+    *[peer_row(f"training, {path_words}, images/s", peer_img_s("linknet", path), peer_img_s("smp_linknet", path),
+               benchmark(*PEER, "ratios", f"ours / smp, training img/s, {path}"), 2, "{}", "{}x")
+      for path, path_words in (("plain", "plain (float32, contiguous)"),
+                               ("fast", "fast (bfloat16 autocast + channels-last, both)"))],
+    *[peer_row(f"inference, one image, {path}, ms", peer_ms("linknet", path), peer_ms("smp_linknet", path),
+               benchmark(*PEER, "ratios", f"smp / ours, inference ms, {path}"), 1, "{}", "{}x faster")
+      for path in ("plain", "fast")],
+]
+
 #: The tables whose every number must be in TABLE_ROWS.
 CHECKED_TABLES = [(README, MAIN), (README, SPEED), (RESULTS, COURSE_CHOICE), (RESULTS, TEST_SPLIT),
-                  (RESULTS, BEST_CHOICE), (RESULTS, BEST_TEST), (RESULTS, BEST_HRF)]
+                  (RESULTS, BEST_CHOICE), (RESULTS, BEST_TEST), (RESULTS, BEST_HRF), (BENCHMARKS, CPU_SPEED),
+                  (BENCHMARKS, PEER_SECTION)]
 
 
 # ---- figures in sentences -------------------------------------------------------------------------------------
@@ -262,12 +359,6 @@ def original_cpu_minutes(sources: Sources) -> float:
 
 
 COURSE_CPU_MINUTES = minutes(result("ablation", "course recipe (CPU)", "train_seconds"))
-PEER = ("results_cpu_peer", "peer")  # the comparison with segmentation_models_pytorch
-
-
-def peer_img_s(model: str, path: str) -> Value:
-    return lambda sources: next(run["img_s"] for run in sources.benchmark("results_cpu_peer")["peer"]["train"]
-                                if (run["model"], run["path"]) == (model, path))
 
 
 def cldice_gain(key: str, run: str, baseline: str) -> Value:
@@ -314,9 +405,9 @@ QUOTES = [
     Quote(README, "and {} at the\n  end of the run", benchmark("results_cpu_peer", "machine", "load_average_end", 0), 1),
     Quote(README, "at the fast path's {} images/s above", benchmark("results_cpu", "train_img_s", "linknet_fast"), 2),
     Quote(README, "8,000 training images alone take about {} minutes", original_cpu_minutes, 0),
-    Quote("benchmarks/README.md", "The fast path's {} images/s above",
+    Quote(BENCHMARKS, "The fast path's {} images/s above",
           benchmark("results_cpu", "train_img_s", "linknet_fast"), 2),
-    Quote("benchmarks/README.md", "training images) at about {} minutes", original_cpu_minutes, 0),
+    Quote(BENCHMARKS, "training images) at about {} minutes", original_cpu_minutes, 0),
     Quote(README, "trains at **{}x** the", benchmark(*PEER, "ratios", "ours / smp, training img/s, plain"), 2),
     Quote(README, "and **{}x** with bfloat16", benchmark(*PEER, "ratios", "ours / smp, training img/s, fast"), 2),
     Quote(README, "({} against", peer_img_s("linknet", "fast"), 2),
@@ -464,6 +555,9 @@ def replace_once(path: Path, old: str, new: str) -> None:
     (RESULTS, "(0.797 vs 0.743 F1", "(0.798 vs 0.743 F1"),
     (RESULTS, "| course | 0.7706 |", "| course | 0.7707 |"),
     (NOTEBOOK_04, "0.006 to the test F1", "0.007 to the test F1"),
+    (BENCHMARKS, "| 4.79 | **5.15** | 4.84 | 1.5 GiB |", "| 4.79 | **5.15** | 4.84 | 1.4 GiB |"),
+    (BENCHMARKS, "bfloat16 alone 2.09x, channels-last alone 1.28x", "bfloat16 alone 2.09x, channels-last alone 1.29x"),
+    (BENCHMARKS, "| **53.4** | 59.9 | **1.12x** faster |", "| **53.4** | 59.9 | **1.13x** faster |"),
 ])
 def test_a_figure_changed_in_the_prose_is_caught(checkout: Path, document: str, old: str, new: str) -> None:
     replace_once(checkout / document, old, new)
