@@ -16,6 +16,12 @@ Two kinds of entries:
   the table and the row's first cell. Every other cell of that row that holds a
   number must be in the entry, and every row of a checked table must have an
   entry (``uncovered_table_cells``), so a table cannot gain an unchecked figure.
+  A cell is a ``Measured`` figure (with the words around it, "{} min"), a
+  ``Figures`` cell holding several, or fixed words for a setting ("1x H200").
+
+A figure matches when the prose shows the stored value rounded to the entry's
+number of decimals, no more and no fewer: rounding a rounded value (0.98146 ->
+0.9815 -> 0.982) is caught.
 """
 from __future__ import annotations
 

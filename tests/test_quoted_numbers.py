@@ -5,6 +5,14 @@ words around it, or a table row) and which stored value it rounds. Adding a
 figure to the prose means adding one line here; changing a stored result or a
 sentence without the other fails ``test_every_quoted_figure_matches_its_source``.
 The machinery (finding the words, reading the tables) is ``tests/quoted_numbers.py``.
+
+How to add a figure (one entry each):
+
+* a new row of scores in a results table: ``scores(README, MAIN, "row label",
+  "chase_db1/test_NAME", more=trained(Measured(..., 0, "2-core AMD CPU, {} min")))``;
+* a figure in a sentence: ``Quote(README, "words before {} words after",
+  result("chase_db1/test_NAME", "f1"), 4)`` (4 = decimals as the prose shows them);
+* a value computed from stored ones: ``difference``, ``ratio``, ``minutes``, ``scaled``.
 """
 from __future__ import annotations
 
