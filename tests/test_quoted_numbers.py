@@ -452,6 +452,10 @@ QUOTES = [
     Quote(RESULTS, "and {} at 20", cldice_gain("f1", "cldice_e20", "course_e20"), 3),
     Quote(RESULTS, "(with {} AUC-ROC)", cldice_gain("auc_roc", "cldice_e20", "course_e20"), 3),
     Quote(RESULTS, "for {}x\n  the training time", CLDICE_COST, 1),
+    Quote(RESULTS, "(20 -> 40:\n{} validation F1 for the course recipe",
+          difference(result(BEST_SWEEP, "course", "validation", "f1"), result(BEST_SWEEP, "course_e20", "validation", "f1")), 3),
+    Quote(RESULTS, "for the course recipe, {} with clDice)", difference(
+        result(BEST_SWEEP, "cldice_e40", "validation", "f1"), result(BEST_SWEEP, "cldice_e20", "validation", "f1")), 3),
     Quote(RESULTS, "Flip TTA** added {}-", tta_gain(min), 3),
     Quote(RESULTS, "Flip TTA** added 0.003-{} validation", tta_gain(max), 3),
     Quote(RESULTS, "The best LinkNet reaches F1 {} and", result(BEST_TTA, "f1"), 3),
