@@ -102,11 +102,3 @@ def test_state_dict_keys_are_readable_and_round_trip(net):
     fresh.load_state_dict(net.state_dict())
     for name, tensor in fresh.state_dict().items():
         assert torch.equal(tensor, net.state_dict()[name])
-
-
-def test_readme_seed_snippet_runs(capsys):
-    net = LinkNet()
-    for k in net.state_dict():
-        print(k, net.state_dict()[k].size())
-    printed = capsys.readouterr().out.splitlines()
-    assert len(printed) == len(net.state_dict()) and printed[0].startswith("initial.conv.weight torch.Size([64, 3, 7, 7])")

@@ -12,8 +12,12 @@ with torch operations on the GPU, a whole batch at a time.
 The recipe is the same as on the CPU: the probabilities and strengths come
 from the same :class:`~retina_lib.data.transforms.Augment` settings (flips,
 quarter turns, small rotations, brightness, contrast, gamma), in the same
-order. The random draws differ from the CPU dataset's, so a batch is not
-bit-for-bit the one a DataLoader would give, only drawn the same way.
+order. Given the same choices, each transform gives the CPU's pixels (to
+float32 rounding: the contrast's mean and the rotation's weights are summed in
+another order), and the choices are drawn with the same probabilities and
+ranges; ``tests/test_resident_augmentation.py`` checks both. The random draws
+themselves come from another stream than the CPU dataset's, so a batch is not
+the one a DataLoader would give, only drawn the same way.
 
 Two details keep the GPU busy:
 
