@@ -180,8 +180,16 @@ def prediction_paths(image_path: Path, out_dir: Optional[Path]) -> tuple[Path, P
 
 
 def _same_file_key(path: Path) -> str:
-    """A key equal for two spellings of one path (relative or absolute, through links, case on Windows)."""
-    return os.path.normcase(str(Path(path).resolve()))
+    """A key equal for two spellings of one path (relative or absolute, through links, case on Windows).
+
+    A link loop cannot be resolved; its own absolute spelling is its key
+    then, so the check goes on and reading it later fails with a one-line
+    reason naming it, while the other images are still predicted.
+    """
+    try:
+        return os.path.normcase(str(Path(path).resolve()))
+    except (RuntimeError, OSError):  # a symbolic link loop: RuntimeError up to Python 3.12, OSError from 3.13
+        return os.path.normcase(os.path.abspath(path))
 
 
 def check_prediction_paths(images: Sequence[Path], out_dir: Optional[Path]) -> None:

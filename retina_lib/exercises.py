@@ -9,7 +9,12 @@ example::
     check_number(my_dice, expected=0.8, tolerance=0.005, what="Dice of P")
 
 The checks print a verdict rather than raise, so a wrong answer never stops the
-notebook; they also return True or False, so tests can call them too.
+notebook; they also return True or False, so tests can call them too. That
+holds for answers of the wrong kind as well: an array or tensor where one
+number was asked for, a number typed as text ("44" is accepted for 44), True
+or False for a number (refused: ``True == 1`` in Python, but it is not an
+answer), or an argument the check cannot use (a tuple where a Sample was
+expected, None for a label): each gets a "Not yet" saying what was expected.
 Notebook-specific checks (which compute the expected value themselves) are
 defined below the general helpers, one section per notebook.
 """
@@ -20,6 +25,8 @@ import math
 import numpy as np
 import torch
 
+from retina_lib.data.sample import Sample
+from retina_lib.error_analysis import WidthAnalysis
 from retina_lib.losses import BCEDiceLoss, DiceLoss
 from retina_lib.metrics import ConfusionCounts, confusion_counts, scores_from_counts
 from retina_lib.model import LinkNet, count_parameters
@@ -38,14 +45,47 @@ def verdict(correct: bool, what: str, hint: str = "") -> bool:
     return correct
 
 
+def cannot_check(what: str, problem: str) -> bool:
+    """A "Not yet" verdict for an answer or argument the check cannot use, said instead of raised."""
+    return verdict(False, f"{what}: {problem}")
+
+
+def one_value(answer: object) -> tuple[object, str | None]:
+    """``answer`` as a plain Python value, and None; or (None, what is wrong) for several values.
+
+    Learners often pass what NumPy or PyTorch computed: ``np.float64(0.8)``,
+    ``np.array(44)`` or ``tensor([0.8])`` hold one value and count as that
+    value; an array of several values is not one answer.
+    """
+    if isinstance(answer, (np.ndarray, np.generic, torch.Tensor)):
+        size = answer.numel() if isinstance(answer, torch.Tensor) else answer.size
+        if size != 1:
+            kind = "a tensor" if isinstance(answer, torch.Tensor) else "an array"
+            return None, f"expected one value, got {kind} of shape {tuple(answer.shape)}"
+        return answer.item(), None
+    return answer, None
+
+
+def is_number(value: object) -> bool:
+    """True for int and float, not for bool: ``True == 1`` in Python, but True is not a number of steps."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_number(answer: float, expected: float, tolerance: float, what: str, hint: str = "") -> bool:
     """Whether ``answer`` is within ``tolerance`` of ``expected``.
 
+    A one-element array or tensor counts as its value and a number typed as
+    text as that number; True and False are not numbers here.
     ``expected`` is never printed for a wrong answer: the learner should find it,
     not read it.
     """
+    value, problem = one_value(answer)
+    if problem is not None:
+        return verdict(False, f"{what}: {problem}", hint)
+    if isinstance(value, bool):
+        return verdict(False, f"{what}: expected a number, got {value!r}", hint)
     try:
-        value = float(answer)
+        value = float(value)
     except (TypeError, ValueError):
         return verdict(False, f"{what}: expected a number, got {answer!r}", hint)
     correct = math.isfinite(value) and abs(value - expected) <= tolerance
@@ -53,12 +93,45 @@ def check_number(answer: float, expected: float, tolerance: float, what: str, hi
 
 
 def check_choice(answer: object, expected: object, what: str, hint: str = "") -> bool:
-    """Whether ``answer`` equals the expected choice (a word, a number of steps, ...)."""
-    if isinstance(answer, str) and isinstance(expected, str):
-        correct = answer.strip().lower() == expected.strip().lower()
+    """Whether ``answer`` equals the expected choice (a word, a number of steps, ...).
+
+    Words are compared without regard to case and surrounding spaces. Where
+    a number is expected, the same number typed as text ("44") is right and
+    True or False is not; a one-element array or tensor counts as its value.
+    """
+    value, problem = one_value(answer)
+    if problem is not None:
+        return verdict(False, f"{what}: {problem}", hint)
+    if isinstance(value, str) and isinstance(expected, str):
+        correct = value.strip().lower() == expected.strip().lower()
+    elif is_number(expected):
+        correct = _as_number(value) == expected
     else:
-        correct = answer == expected
+        try:
+            correct = bool(value == expected)
+        except (TypeError, ValueError):  # an object whose == gives no single True or False
+            correct = False
     return verdict(correct, f"{what}: {answer!r}", hint)
+
+
+def _as_number(value: object) -> float | None:
+    """``value`` as a number when it is one, or text that spells one ("44", " 0.5 "); else None."""
+    if is_number(value):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _described(value: object) -> str:
+    """A short description of an unusable argument: its type, and its shape where it has one."""
+    if value is None:
+        return "None"
+    shape = getattr(value, "shape", None)
+    return f"a {type(value).__name__}" + (f" of shape {tuple(shape)}" if shape is not None else "")
 
 
 # ==========================================================================
@@ -70,7 +143,7 @@ def check_receptive_field(answer: int, stage: str) -> bool:
 
     fields = linknet_encoder_receptive_fields(on_meta(LinkNet))
     if stage not in fields:
-        raise ValueError(f"stage must be one of {sorted(fields)}, got {stage!r}")
+        return cannot_check("receptive field", f"stage must be one of {sorted(fields)}, got {stage!r}")
     return check_number(answer, fields[stage].size, 0, f"receptive field of {stage}",
                         hint="start from the previous stage's size and stride; each 3x3 convolution adds "
                              "2 x the current stride, and the stride doubles only after a strided layer")
@@ -131,9 +204,13 @@ def check_pixel_change(new_prediction, prediction, target, dice: float, iou: flo
     can see whether the change did what the exercise asked.
     """
 
-    new, old = np.asarray(new_prediction, dtype=float), np.asarray(prediction, dtype=float)
+    try:
+        new = np.asarray(new_prediction, dtype=float)
+    except (TypeError, ValueError):
+        return cannot_check("new_prediction", f"expected a grid of 0s and 1s like P, got {type(new_prediction).__name__}")
+    old = np.asarray(prediction, dtype=float)
     if new.shape != old.shape:
-        raise ValueError(f"new_prediction has shape {new.shape}, P has {old.shape}")
+        return cannot_check("new_prediction", f"has shape {new.shape}, P has {old.shape}")
     changed = int((new != old).sum())
     if changed != 1:
         return verdict(False, f"{changed} pixels differ from P", hint="change exactly one pixel")
@@ -149,7 +226,10 @@ def check_pixel_change(new_prediction, prediction, target, dice: float, iou: flo
 def check_soft_below_hard(soft, prediction, target) -> bool:
     """Exercise 02.2: a soft prediction that binarises (>= 0.5) to P but has a lower soft Dice than P's hard Dice."""
 
-    soft = np.asarray(soft, dtype=float)
+    try:
+        soft = np.asarray(soft, dtype=float)
+    except (TypeError, ValueError):
+        return verdict(False, f"soft must be a grid of numbers in [0, 1] of P's shape, got {type(soft).__name__}")
     if soft.shape != np.shape(prediction) or soft.min() < 0 or soft.max() > 1:
         return verdict(False, "soft must be a grid of P's shape with values in [0, 1]")
     if not np.array_equal(soft >= 0.5, np.asarray(prediction, dtype=bool)):
@@ -171,6 +251,10 @@ def _total_logit_gradient(loss_fn, p: float, vessels: int, pixels: int) -> float
     logits = torch.full((1, 1, 1, pixels), math.log(p / (1 - p)), dtype=torch.float64, requires_grad=True)
     loss_fn(logits, truth.double())[1].backward()
     return logits.grad.sum().item()
+
+
+#: The losses of exercise 02.3, by the names the notebook uses.
+BALANCE_LOSS_NAMES = ("BCE", "Dice loss", "BCE + Dice")
 
 
 def balance_point(loss_name: str, vessels: int, pixels: int = 100) -> float | None:
@@ -204,6 +288,8 @@ def check_balance_point(answer: float | None, loss_name: str, vessels: int = 2, 
 
     Answer None for a loss whose total gradient never crosses zero.
     """
+    if loss_name not in BALANCE_LOSS_NAMES:
+        return cannot_check("balance point", f"loss_name must be one of {list(BALANCE_LOSS_NAMES)}, got {loss_name!r}")
     expected = balance_point(loss_name, vessels, pixels)
     what = f"{loss_name} with {vessels} vessel pixels out of {pixels}"
     if expected is None or answer is None:
@@ -215,8 +301,12 @@ def check_balance_point(answer: float | None, loss_name: str, vessels: int = 2, 
 def check_smallest_shift(answer: int, label, fov=None, blur_sigma: float = 0.0, below: float = 0.5,
                          threshold: float = 0.5) -> bool:
     """Exercise 02.4: the smallest shift (pixels to the right) at which Dice drops below ``below``."""
-
-
+    what = "smallest shift"
+    if np.ndim(label) != 2:
+        return cannot_check(what, f"label must be the 2-D vessel label of the exercise, got {_described(label)}")
+    if fov is not None and np.shape(fov) != np.shape(label):
+        return cannot_check(what, f"fov must be None or have the label's shape {np.shape(label)}, "
+                                  f"got {_described(fov)}")
     width = np.shape(label)[1]
     expected = None
     for shift in range(width):
@@ -278,6 +368,10 @@ def check_course_steps(answer: int) -> bool:
 
 def check_dice_against_fov(answer: float, sample) -> bool:
     """Dice of a *perfect* vessel map (the label itself) scored against the FOV mask of ``sample``."""
+    if not isinstance(sample, Sample):
+        return cannot_check("Dice of the label against the FOV",
+                            f"sample must be a Sample (as load_dataset or synthetic_dataset give, with .label and "
+                            f".fov), got {_described(sample)}")
     label, fov = sample.label.astype(bool), sample.fov.astype(bool)
     expected = 2 * (label & fov).sum() / (label.sum() + fov.sum())
     return check_number(answer, expected, tolerance=0.0005, what=f"Dice of {sample.name}'s label against its FOV",
@@ -300,13 +394,22 @@ def check_pooled_f1(answer: float, probabilities, samples, threshold: float) -> 
     Pass one map and one sample in lists to check the F1 of a single image.
     """
 
+    what = f"F1 at threshold {threshold:g}"
+    if not all(hasattr(argument, "__len__") for argument in (probabilities, samples)):
+        return cannot_check(what, f"probabilities and samples must be lists (one map per sample), got "
+                                  f"{_described(probabilities)} and {_described(samples)}")
     if len(probabilities) != len(samples):
-        raise ValueError(f"probabilities has {len(probabilities)} maps but samples has {len(samples)}")
+        return cannot_check(what, f"probabilities has {len(probabilities)} maps but samples has {len(samples)}")
+    if not all(isinstance(sample, Sample) for sample in samples):
+        return cannot_check(what, "samples must hold Sample objects (with .label and .fov)")
     counts = ConfusionCounts(tp=0, fp=0, tn=0, fn=0)
     for probability, sample in zip(probabilities, samples):
-        counts = counts + confusion_counts(probability, sample.label, sample.fov, threshold)
+        try:
+            counts = counts + confusion_counts(probability, sample.label, sample.fov, threshold)
+        except (TypeError, ValueError) as error:  # a map of another shape, or not a map at all
+            return cannot_check(what, f"the map for {sample.name} cannot be scored ({error})")
     expected = scores_from_counts(counts)["f1"]
-    return check_number(answer, expected, tolerance=0.001, what=f"F1 at threshold {threshold:g}",
+    return check_number(answer, expected, tolerance=0.001, what=what,
                         hint="binarise at the threshold, count inside the FOV, pool the counts, then F1.")
 
 
@@ -315,8 +418,16 @@ def check_weakest_width_class(answer: str, analysis, method: str) -> bool:
 
     ``analysis`` is the :class:`retina_lib.error_analysis.WidthAnalysis` of notebook 04.
     """
+    what = "weakest width class"
+    if not isinstance(analysis, WidthAnalysis):
+        return cannot_check(what, f"analysis must be the WidthAnalysis that sensitivity_by_width returned, "
+                                  f"got {_described(analysis)}")
+    if method not in analysis.sensitivity:
+        return cannot_check(what, f"method must be one of {sorted(analysis.sensitivity)}, got {method!r}")
     sensitivity = analysis.sensitivity[method]
     found = [(value, name) for value, name in zip(sensitivity, analysis.classes) if value == value]  # skip NaN
+    if not found:
+        return cannot_check(what, f"{method} has no sensitivity in any width class (no labelled vessels)")
     expected = min(found)[1]
     given = str(answer).strip().lower()
     correct = given in {expected.lower(), expected.split()[0].lower()}  # "thin" is as good as "thin (1-3 px)"

@@ -58,6 +58,18 @@ def threshold_text(threshold: float) -> str:
     return text if len(text.partition(".")[2]) >= 2 else f"{threshold:.2f}"
 
 
+def check_threshold(threshold: float) -> None:
+    """Refuse a binarisation threshold outside [0, 1] (or not a number) with a ValueError.
+
+    Every probability lies in [0, 1], so a threshold of 2 marks no pixel as
+    vessel and -1 marks all of them: the figure would be drawn, plausibly
+    labelled, and wrong. Views and explorers refuse alike.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)) \
+            or not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must lie in [0, 1], got {threshold!r}")
+
+
 def _threshold_slider(value: float = 0.5) -> SelectionSlider:
     """The binarisation-threshold slider every explorer shares.
 
@@ -66,8 +78,7 @@ def _threshold_slider(value: float = 0.5) -> SelectionSlider:
     slider starts and a place it can always be moved back to: a plain slider
     with steps of 0.05 would round it away.
     """
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"threshold must lie in [0, 1], got {value}")
+    check_threshold(value)
     values = sorted({*THRESHOLD_GRID, value})
     return SelectionSlider(options=[(threshold_text(option), option) for option in values], value=value,
                            description="threshold", continuous_update=False, style=SLIDER_STYLE)
@@ -134,6 +145,7 @@ def threshold_view(
     save_to: str | Path | None = None,
 ) -> Figure:
     """The prediction binarised at ``threshold``, its errors, and its Dice, IoU and accuracy."""
+    check_threshold(threshold)
     title = f"Prediction binarised at threshold {threshold_text(threshold)}"
     return save_figure(_overlay_and_scores(image, label, prob, fov, threshold, title), save_to)
 
@@ -189,6 +201,7 @@ def shift_view(
     save_to: str | Path | None = None,
 ) -> Figure:
     """Score :func:`shifted_prediction` against the label it was made from."""
+    check_threshold(threshold)
     prediction = shifted_prediction(label, shift, blur_sigma)
     title = f"Label shifted by {shift} px, blurred (sigma {blur_sigma:g} px), threshold {threshold_text(threshold)}"
     return save_figure(_overlay_and_scores(None, label, prediction, fov, threshold, title), save_to)
@@ -244,6 +257,7 @@ def prediction_view(
     sensitivity) can be read off directly.
     """
     _check_pages(samples, probs)
+    check_threshold(threshold)
     if not 0 <= index < len(samples):
         raise ValueError(f"index {index} is outside 0..{len(samples) - 1}")
     image, label, fov, name = _sample_parts(samples[index], index)

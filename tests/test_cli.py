@@ -115,6 +115,21 @@ def test_unreadable_image_is_one_line(tmp_path: Path, capsys) -> None:
     assert_one_line_error(status, err, "broken.png")
 
 
+def test_a_link_loop_among_the_images_is_one_line_and_the_others_are_predicted(tmp_path: Path, capsys) -> None:
+    """Issue 18, case 16: a symlink loop once stopped every image with a bare RuntimeError from the name check."""
+    weights = tmp_path / "linknet.pth"
+    from retina_lib.model import LinkNet
+    torch.save(LinkNet().state_dict(), weights)
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(tmp_path / "other.png")
+    status, out, err = run(capsys, "predict", str(tmp_path / "loop.png"), str(tmp_path / "other.png"),
+                           "--weights", str(weights), "--device", "cpu")
+    assert_one_line_error(status, err, "1 of 2 image(s) could not be predicted")
+    assert "loop.png: a symbolic link that leads back to itself" in err
+    assert (tmp_path / "other_prob.png").is_file() and (tmp_path / "other_mask.png").is_file()
+    assert not (tmp_path / "loop_prob.png").exists()
+
+
 def test_synthetic_options_only_for_the_synthetic_dataset(tmp_path: Path, capsys) -> None:
     status, _, err = run(capsys, "train", "--dataset", "drive", "--synthetic-n", "3", "--out", str(tmp_path / "run"))
     assert_one_line_error(status, err, "--synthetic-n and --synthetic-size only apply to --dataset synthetic")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from retina_lib.data import DatasetError, read_image, read_mask
-from retina_lib.data.readers import split_extension
+from retina_lib.data import DatasetError, load_dataset, read_image, read_mask
+from retina_lib.data.readers import ORIENTATION_TAG, image_files_in, split_extension
 
 
 def vessel_pattern(height: int = 12, width: int = 10) -> np.ndarray:
@@ -207,3 +208,156 @@ def test_split_extension_handles_gzip_and_case() -> None:
     assert split_extension("im0001.ah.ppm.gz") == ("im0001.ah", ".ppm.gz")
     assert split_extension("01_dr.JPG") == ("01_dr", ".jpg")
     assert split_extension(Path("a/b/Image_01L_1stHO.png")) == ("Image_01L_1stHO", ".png")
+
+
+# --- EXIF orientation, grey masks, 12-bit data, broken links (issue 18, cases 10, 11, 12, 14) ---
+
+
+#: What a viewer shows for each EXIF Orientation value, as a function of the stored pixels.
+SHOWN_AS = {
+    1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.rot90(a, k=-1), 7: lambda a: np.rot90(a, k=-1)[::-1],
+    8: lambda a: np.rot90(a, k=1),
+}
+
+
+def save_with_orientation(array: np.ndarray, path: Path, orientation: int, **options) -> None:
+    if path.suffix == ".tif":
+        Image.fromarray(array).save(path, tiffinfo={ORIENTATION_TAG: orientation}, **options)
+        return
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = orientation
+    Image.fromarray(array).save(path, exif=exif, **options)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("filename", ["label.png", "label.tif"])
+def test_mask_is_turned_as_its_exif_orientation_says(tmp_path: Path, filename: str, orientation: int) -> None:
+    """A phone or viewer shows the label turned by its Orientation tag; the reader must turn it too."""
+    path = tmp_path / filename
+    save_with_orientation(vessel_pattern().astype(np.uint8) * 255, path, orientation,
+                          **({"compression": "tiff_lzw"} if filename.endswith(".tif") else {}))
+    assert Image.open(path).getexif().get(ORIENTATION_TAG) == orientation, "precondition: the tag was written"
+    np.testing.assert_array_equal(read_mask(path), SHOWN_AS[orientation](vessel_pattern()))
+
+
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+def test_uncompressed_tiff_turned_a_quarter_is_refused(tmp_path: Path, orientation: int) -> None:
+    """Pillow scrambles these while turning them itself; refused, naming the file, rather than read wrong."""
+    path = tmp_path / "label.tif"
+    save_with_orientation(vessel_pattern().astype(np.uint8) * 255, path, orientation)
+    picture = np.asarray(Image.open(path))
+    assert not np.array_equal(picture, SHOWN_AS[orientation](vessel_pattern()) * np.uint8(255)), \
+        "precondition: Pillow misreads this file (if this fails, Pillow was fixed and the refusal can go)"
+    with pytest.raises(DatasetError, match=r"label\.tif: an uncompressed TIFF whose Orientation"):
+        read_mask(path)
+
+
+@pytest.mark.parametrize("filename", ["photo.jpg", "photo.png", "photo.tif"])
+def test_photograph_is_turned_as_its_exif_orientation_says(tmp_path: Path, filename: str) -> None:
+    path = tmp_path / filename
+    options = {".jpg": {"quality": 100}, ".tif": {"compression": "tiff_lzw"}}.get(path.suffix, {})
+    save_with_orientation(colour_image(48, 40), path, orientation=6, **options)
+    image = read_image(path)
+    assert image.shape == (40, 48, 3)
+    np.testing.assert_allclose(image, np.rot90(colour_image(48, 40), k=-1) / 255.0, atol=0.05)
+
+
+def vessel_label(size: int = 96) -> np.ndarray:
+    """A label large enough for JPEG to blur: a few straight vessels of 1 to 4 pixels, about 7 % of the pixels."""
+    label = np.zeros((size, size), dtype=bool)
+    label[10:12, :] = True
+    label[:, 30:34] = True
+    label[50, 5:90] = True
+    label[60:90, 70:73] = True
+    return label
+
+
+def test_label_saved_as_jpeg_is_cut_at_mid_grey_with_a_warning_naming_it(tmp_path: Path) -> None:
+    label = vessel_label()
+    path = tmp_path / "eye_label.jpg"
+    Image.fromarray(label.astype(np.uint8) * 255).save(path, quality=90)
+    decoded = np.asarray(Image.open(path))
+    assert ((decoded > 0) & (decoded < 255)).mean() > 0.05, "precondition: JPEG made grey fringes"
+    with pytest.warns(UserWarning, match=r"eye_label\.jpg.*grey.*mid-grey"):
+        read = read_mask(path)
+    assert abs(read.mean() - label.mean()) < 0.005, (read.mean(), label.mean())
+    assert (read != label).mean() < 0.01
+
+
+def test_label_resized_bilinearly_is_cut_at_mid_grey(tmp_path: Path) -> None:
+    label = vessel_label()
+    path = tmp_path / "resized.png"
+    resized = Image.fromarray(label.astype(np.uint8) * 255).resize((140, 140), Image.BILINEAR)
+    resized.save(path)
+    with pytest.warns(UserWarning, match="resized.png"):
+        read = read_mask(path)
+    assert abs(read.mean() - label.mean()) < 0.01, (read.mean(), label.mean())
+
+
+@pytest.mark.parametrize("high", [1, 255, 4095, 65535])
+def test_two_valued_masks_are_read_exactly_without_warning(tmp_path: Path, high: int) -> None:
+    """0/1, 0/255 and 16-bit 0/4095 or 0/65535 labels: the non-zero value is the vessel, whatever it is."""
+    path = tmp_path / "label.png"
+    dtype = np.uint8 if high <= 255 else np.uint16
+    Image.fromarray(vessel_pattern().astype(dtype) * dtype(high)).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(read_mask(path), vessel_pattern())
+
+
+def test_a_few_grey_pixels_are_cut_at_mid_grey_without_warning(tmp_path: Path) -> None:
+    label = vessel_label()
+    values = label.astype(np.uint8) * 255
+    values[0, 0], values[0, 1] = 127, 128  # 2 of 9216 pixels, below the 1 % that warns
+    path = tmp_path / "label.png"
+    Image.fromarray(values).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read = read_mask(path)
+    assert not read[0, 0] and read[0, 1]
+    np.testing.assert_array_equal(read[1:], label[1:])
+
+
+def test_twelve_bit_data_in_a_sixteen_bit_png_is_scaled_by_4095_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "camera12.png"
+    values = (np.arange(120, dtype=np.uint16).reshape(12, 10) * 34 + 49)  # 49 .. 4095
+    Image.fromarray(values).save(path)
+    with pytest.warns(UserWarning, match=r"camera12\.png.*12-bit.*4095"):
+        image = read_image(path)
+    assert image.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(image[:, :, 0], values / 4095.0, atol=1e-6)
+
+
+def test_sixteen_bit_data_is_scaled_by_65535_without_warning(tmp_path: Path) -> None:
+    path = tmp_path / "camera16.png"
+    values = np.linspace(0, 40000, 120, dtype=np.uint16).reshape(12, 10)
+    Image.fromarray(values).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image = read_image(path)
+    np.testing.assert_allclose(image[:, :, 2], values / 65535.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("link_target", ["missing.png", "loop.png"], ids=["dangling", "loop"])
+def test_broken_image_link_in_a_folder_dataset_is_named_not_dropped(tmp_path: Path, link_target: str) -> None:
+    """Four photographs, one a link that leads nowhere: the dataset must not quietly have three."""
+    for split_folder in ("images", "masks"):
+        (tmp_path / "train" / split_folder).mkdir(parents=True)
+    for name in ("a", "b", "c", "loop"):
+        Image.fromarray(vessel_pattern(32, 32).astype(np.uint8) * 255).save(tmp_path / "train" / "masks" / f"{name}.png")
+    for name in ("a", "b", "c"):
+        Image.fromarray(colour_image(32, 32)).save(tmp_path / "train" / "images" / f"{name}.png")
+    (tmp_path / "train" / "images" / "loop.png").symlink_to(link_target)
+    with pytest.raises(DatasetError, match=r"images/loop\.png: a symbolic link"):
+        load_dataset("folder", "train", root=tmp_path)
+    with pytest.raises(DatasetError, match=r"loop\.png: a symbolic link"):
+        read_image(tmp_path / "train" / "images" / "loop.png")
+
+
+def test_broken_link_named_like_a_label_is_named(tmp_path: Path) -> None:
+    (tmp_path / "ok.png").write_bytes(b"")
+    (tmp_path / "gone.PNG").symlink_to(tmp_path / "elsewhere" / "gone.png")
+    (tmp_path / "notes.txt").symlink_to("nowhere.txt")  # not named like an image: not our business
+    with pytest.raises(DatasetError, match=r"gone\.PNG: a symbolic link to .*elsewhere/gone\.png.*does not exist"):
+        image_files_in(tmp_path)

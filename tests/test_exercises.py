@@ -1,6 +1,7 @@
 """The exercise checks give the right verdict and never reveal the expected value."""
 import numpy as np
 import pytest
+import torch
 
 from retina_lib.data.sample import Sample
 from retina_lib.exercises import (
@@ -149,8 +150,7 @@ def test_pooled_f1_pools_counts_over_images():
     assert check_pooled_f1(0.5, probabilities, [first, second], threshold=0.5)
     assert not check_pooled_f1(0.4, probabilities, [first, second], threshold=0.5)
     assert not check_pooled_f1(0.5, probabilities, [first, second], threshold=0.95)  # nothing predicted: F1 0
-    with pytest.raises(ValueError, match="2 maps but samples has 1"):
-        check_pooled_f1(0.4, probabilities, [first], threshold=0.5)
+    assert not check_pooled_f1(0.4, probabilities, [first], threshold=0.5)  # a verdict, not an exception
 
 
 def test_weakest_width_class_accepts_the_name_or_its_first_word():
@@ -162,3 +162,82 @@ def test_weakest_width_class_accepts_the_name_or_its_first_word():
     assert check_weakest_width_class("thin (1-3 px)", analysis, "net")
     assert check_weakest_width_class(" Thin ", analysis, "net")
     assert not check_weakest_width_class("medium", analysis, "net")
+
+
+# Answers of the wrong kind get a verdict, never an exception (issue 18, case 19) --------------
+
+
+def width_analysis():
+    from retina_lib.error_analysis import WidthAnalysis
+
+    return WidthAnalysis(classes=["thin (1-3 px)", "medium (4-8 px)", "thick (9+ px)"],
+                         pixel_share=np.array([0.2, 0.5, 0.3]), length_share=np.array([0.5, 0.3, 0.2]),
+                         sensitivity={"net": np.array([0.6, 0.9, np.nan])})
+
+
+def one_vessel_label() -> np.ndarray:
+    label = np.zeros((16, 32), dtype=bool)
+    label[:, 10:14] = True
+    return label
+
+
+@pytest.mark.parametrize("call", [
+    lambda: check_choice(np.array([3, 4]), 3, what="steps"),
+    lambda: check_choice(torch.tensor([3.0, 4.0]), 3, what="steps"),
+    lambda: check_course_steps(np.arange(4)),
+    lambda: check_course_steps(torch.ones(2, 2)),
+    lambda: check_dice_against_fov(0.4, (np.zeros((8, 8, 3)), np.zeros((8, 8)), np.ones((8, 8)))),
+    lambda: check_smallest_shift(3, label=None),
+    lambda: check_smallest_shift(3, one_vessel_label(), fov=np.ones((4, 4), dtype=bool)),
+    lambda: check_weakest_width_class("thin", analysis=None, method="net"),
+    lambda: check_weakest_width_class("thin", width_analysis(), method="another net"),
+    lambda: check_number(np.array([0.8, 0.8]), expected=0.8, tolerance=0.1, what="x"),
+    lambda: check_pixel_change(np.zeros((2, 2)), np.zeros((3, 3)), np.zeros((3, 3)), dice=0.5, iou=0.5),
+    lambda: check_soft_below_hard(["a", "b"], np.zeros((1, 2)), np.ones((1, 2))),
+    lambda: check_pooled_f1(0.5, [np.zeros((4, 4))], [small_sample()], threshold=0.5),
+    lambda: check_pooled_f1(0.5, [np.zeros((8, 8))], [(1, 2, 3)], threshold=0.5),
+    lambda: check_receptive_field(211, "encoder 3"),
+    lambda: check_balance_point(0.02, "bce"),
+], ids=["choice array", "choice tensor", "course steps array", "course steps tensor", "dice fov tuple",
+        "shift label None", "shift fov shape", "width analysis None", "width unknown method", "number array",
+        "pixel change shape", "soft text", "pooled f1 map shape", "pooled f1 tuple sample", "receptive stage",
+        "balance loss name"])
+def test_an_answer_or_argument_of_the_wrong_kind_gets_a_verdict_not_an_exception(call, capsys) -> None:
+    assert call() is False
+    out = capsys.readouterr().out
+    assert out.startswith("Not yet") and len(out.strip().splitlines()) == 1, out
+
+
+def test_the_verdict_says_what_was_expected(capsys) -> None:
+    check_dice_against_fov(0.4, (1, 2, 3))
+    check_smallest_shift(3, label=None)
+    check_weakest_width_class("thin", analysis=None, method="net")
+    check_course_steps(np.arange(4))
+    out = capsys.readouterr().out.splitlines()
+    assert "sample must be a Sample" in out[0] and "got a tuple" in out[0]
+    assert "label must be the 2-D vessel label" in out[1] and "got None" in out[1]
+    assert "analysis must be the WidthAnalysis" in out[2]
+    assert "expected one value, got an array of shape (4,)" in out[3]
+
+
+def test_one_value_in_an_array_or_tensor_counts_as_that_value() -> None:
+    assert check_course_steps(np.int64(1000))
+    assert check_course_steps(np.array(1000))
+    assert check_course_steps(torch.tensor([1000]))
+    assert check_number(torch.tensor(0.801), expected=0.8, tolerance=0.005, what="Dice")
+
+
+def test_the_right_number_typed_as_text_is_right() -> None:
+    assert check_steps_to_forget("44", share=0.01)
+    assert check_steps_to_forget(" 44 ", share=0.01)
+    assert check_steps_to_forget(44.0, share=0.01)
+    assert not check_steps_to_forget("43", share=0.01)
+    assert not check_steps_to_forget("forty-four", share=0.01)
+    assert check_number("0.801", expected=0.8, tolerance=0.005, what="Dice")
+
+
+@pytest.mark.parametrize("flag", [True, np.bool_(True), torch.tensor(True)])
+def test_true_is_not_the_number_1(flag) -> None:
+    assert not check_number(flag, expected=1, tolerance=0, what="x")
+    assert not check_epochs_lost(flag)
+    assert not check_choice(flag, 1, what="x")

@@ -89,6 +89,20 @@ def test_a_threshold_outside_0_1_is_refused() -> None:
         widgets.browse_predictions(samples, probs, threshold=1.5)
 
 
+@pytest.mark.parametrize("threshold", [2, -0.1, 1.5, float("nan"), "0.5"])
+def test_every_view_refuses_a_threshold_outside_0_1_like_the_explorers(threshold) -> None:
+    """Issue 18, case 19: threshold_view(threshold=2) drew a plausible figure with no vessel predicted."""
+    case = make_case()
+    samples, probs = two_pages()
+    for draw in (lambda: widgets.threshold_view(case["prob"], case["label"], case["fov"], threshold=threshold),
+                 lambda: widgets.shift_view(case["label"], case["fov"], threshold=threshold),
+                 lambda: widgets.prediction_view(samples, probs, threshold=threshold),
+                 lambda: widgets.threshold_explorer(case["prob"], case["label"], case["fov"], threshold=threshold)):
+        with pytest.raises(ValueError, match=r"threshold must lie in \[0, 1\], got "):
+            draw()
+    assert not plt.get_fignums(), "no figure was drawn"
+
+
 @pytest.mark.parametrize("threshold, text", [(0.5, "0.50"), (0.35, "0.35"), (0.4773, "0.4773"),
                                              (0.4248046875, "0.4248"), (1.0, "1.00")])
 def test_threshold_text(threshold: float, text: str) -> None:

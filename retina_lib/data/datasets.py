@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Optional, overload
 
 from retina_lib.data.fov import estimate_fov
-from retina_lib.data.readers import DatasetError, is_image_file, read_image, read_mask, split_extension
+from retina_lib.data.readers import DatasetError, image_files_in, read_image, read_mask, split_extension
 from retina_lib.data.sample import Sample
 from retina_lib.data.synthetic import synthetic_dataset
 
@@ -109,9 +109,8 @@ class _FileFinder:
     def _list(folder: Path) -> dict[str, list[Path]]:
         by_stem: dict[str, list[Path]] = {}
         if folder.is_dir():
-            for path in sorted(folder.iterdir()):
-                if is_image_file(path):
-                    by_stem.setdefault(split_extension(path)[0], []).append(path)
+            for path in image_files_in(folder):
+                by_stem.setdefault(split_extension(path)[0], []).append(path)
         return by_stem
 
 
@@ -274,7 +273,7 @@ def _stem_matched_files(image_folder: Path, label_folder: Path, fov_folder: Opti
     """Pair every image in ``image_folder`` with the label (and FOV mask) of the same stem."""
     if not image_folder.is_dir():
         raise DatasetError(f"{image_folder}: folder not found; expected the images of the dataset there")
-    images = sorted(path for path in image_folder.iterdir() if is_image_file(path))
+    images = image_files_in(image_folder)
     if not images:
         raise DatasetError(f"{image_folder}: contains no image files")
     samples = []

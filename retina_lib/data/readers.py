@@ -15,13 +15,14 @@ where it is found instead of as a shape error deep inside PyTorch.
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import warnings
 from pathlib import Path
-from typing import IO
+from typing import IO, Optional
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 # Extensions (lower case, without ``.gz``) that the loaders accept as images or masks.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".bmp")
@@ -51,10 +52,44 @@ def split_extension(path: Path | str) -> tuple[str, str]:
     return stem, suffix.lower() + (".gz" if gzipped else "")
 
 
-def is_image_file(path: Path) -> bool:
-    """True for files with one of :data:`IMAGE_EXTENSIONS`, in any case, gzipped or not."""
-    extension = split_extension(path)[1].removesuffix(".gz")
-    return path.is_file() and not path.name.startswith(".") and extension in IMAGE_EXTENSIONS
+def broken_link_problem(path: Path) -> Optional[str]:
+    """Why ``path`` is a symbolic link that cannot be read (dangling or a loop), or None if it is not one.
+
+    ``Path.is_file()`` is simply False for such a link, so a folder listing
+    that keeps only files would drop it without a word: a dataset would
+    quietly lose a sample. Callers report this reason instead.
+    """
+    if not path.is_symlink():
+        return None
+    try:
+        path.resolve(strict=True)
+    except FileNotFoundError:
+        return f"{path}: a symbolic link to {os.readlink(path)}, which does not exist (a dangling link)"
+    except (RuntimeError, OSError):  # RuntimeError up to Python 3.12, OSError (ELOOP) from 3.13
+        return f"{path}: a symbolic link that leads back to itself (a link loop), so it has no file to read"
+    return None
+
+
+def image_files_in(folder: Path) -> list[Path]:
+    """The image files of ``folder``, sorted by name: not hidden, with one of :data:`IMAGE_EXTENSIONS`.
+
+    Extensions match in any case, gzipped or not.
+
+    A link named like an image that leads nowhere (dangling, or a loop)
+    raises :class:`DatasetError` naming it, instead of being skipped: a
+    skipped file would silently shrink the dataset.
+    """
+    files = []
+    for path in sorted(folder.iterdir()):
+        extension = split_extension(path)[1].removesuffix(".gz")
+        if extension not in IMAGE_EXTENSIONS or path.name.startswith("."):
+            continue
+        problem = broken_link_problem(path)
+        if problem is not None:
+            raise DatasetError(problem + "; repair or remove the link")
+        if path.is_file():
+            files.append(path)
+    return files
 
 
 #: The most pixels an image file may have: 50 million, six times HRF's 3504 x 2336
@@ -106,6 +141,9 @@ def _open(path: Path) -> Image.Image:
     path = Path(path)
     if path.is_dir():
         raise DatasetError(f"{path}: a folder, not an image file")
+    link_problem = broken_link_problem(path)
+    if link_problem is not None:
+        raise DatasetError(link_problem)
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
     try:
@@ -115,30 +153,100 @@ def _open(path: Path) -> Image.Image:
                 picture.load()
         else:
             picture = open_within_pixel_limit(path, path)
+            refuse_scrambled_tiff(picture, path)
             picture.load()
+        return upright(picture)
     except DatasetError:
         raise
     except (OSError, EOFError, SyntaxError, ValueError) as error:
         raise DatasetError(f"{path}: cannot decode as an image ({error})") from error
+
+
+#: EXIF/TIFF tag 274, Orientation: how the stored pixels must be turned to be shown upright.
+ORIENTATION_TAG = 274
+#: Orientations that swap width and height (a quarter turn, possibly mirrored).
+QUARTER_TURN_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def refuse_scrambled_tiff(picture: Image.Image, path: Path) -> None:
+    """Refuse an uncompressed TIFF whose Orientation tag asks for a quarter turn.
+
+    Pillow turns TIFFs by their tag itself while decoding them; for an
+    uncompressed TIFF with orientation 5 to 8 it returns scrambled pixels of
+    the right size (seen with Pillow 13.0, checked in the tests), which would
+    be a silently wrong photograph or label. Compressed TIFFs (LZW,
+    PackBits, Deflate: what HRF and most tools write) are turned correctly.
+    """
+    if (picture.format == "TIFF" and picture.info.get("compression") == "raw"
+            and picture.tag_v2.get(ORIENTATION_TAG) in QUARTER_TURN_ORIENTATIONS):
+        raise DatasetError(f"{path}: an uncompressed TIFF whose Orientation tag "
+                           f"({picture.tag_v2.get(ORIENTATION_TAG)}) turns it a quarter; Pillow decodes such files "
+                           f"into scrambled pixels. Save it turned upright, or with LZW compression")
+
+
+def upright(picture: Image.Image) -> Image.Image:
+    """``picture`` turned the way its EXIF Orientation tag says it is shown.
+
+    Cameras and phones store the pixels as the sensor read them and record in
+    the tag (JPEG, PNG and TIFF can carry one) how to turn them; every image
+    viewer applies it. Reading the pixels without it would give a vessel map
+    rotated or mirrored against the photograph the user sees. The same is
+    done to masks, so a label saved by the same tool still lines up.
+    """
+    ImageOps.exif_transpose(picture, in_place=True)  # a no-op (no copy) when there is no tag
     return picture
+
+
+#: Pillow's modes for greyscale files with more than 8 bits per pixel (16-bit PNG and TIFF).
+WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I")
+#: The bit depths a 16-bit file may really hold: cameras and scanners write 10-, 12- or
+#: 14-bit data into 16-bit files, and 8-bit data is sometimes saved that way too.
+STORED_BIT_DEPTHS = (8, 10, 12, 14, 16)
+
+
+class BitDepthWarning(UserWarning):
+    """A 16-bit file holds data of fewer bits (12-bit, say) and is scaled by that depth's white level."""
+
+
+def wide_grey_white_level(values: np.ndarray, path: Path) -> int:
+    """The white level of a 16-bit greyscale file: 2**bits - 1 for the fewest bits that hold its values.
+
+    A 16-bit PNG holding 12-bit camera data never goes above 4095; divided by
+    65535 it would peak at 0.062, a nearly black photograph that the network
+    would read as no vessels at all. The file does not say how many bits are
+    real (Pillow does not read PNG's optional sBIT chunk), so the depth is
+    inferred from the largest value, and a :class:`BitDepthWarning` naming
+    the file says when it is not 16. Values outside 0..65535 (a 32-bit file)
+    have no known white level and raise :class:`DatasetError`.
+    """
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high > 65535:
+        raise DatasetError(f"{path}: a 32-bit integer image with values from {low} to {high}, "
+                           f"outside the 16-bit range 0..65535, so its white level is unknown; "
+                           f"save it as an 8-bit or 16-bit image")
+    bits = next(depth for depth in STORED_BIT_DEPTHS if high <= 2 ** depth - 1)
+    if bits < 16:
+        warnings.warn(f"{path}: a 16-bit file whose values go up to {high} only, read as {bits}-bit data "
+                      f"(white = {2 ** bits - 1}) rather than divided by 65535, which would make it nearly black",
+                      BitDepthWarning, stacklevel=3)
+    return 2 ** bits - 1
 
 
 def read_image(path: Path | str) -> np.ndarray:
     """Read a photograph as an H x W x 3 float32 RGB array with values in [0, 1].
 
-    8-bit files are divided by 255 and 16-bit greyscale files by 65535.
+    8-bit files are divided by 255. 16-bit greyscale files are divided by the
+    white level of the bit depth they really hold (65535 for 16-bit data,
+    4095 for 12-bit data, ...: see :func:`wide_grey_white_level`).
     Greyscale photographs are repeated into three channels and an alpha
     channel is dropped, so every model sees the same input layout.
     """
-    picture = _open(Path(path))
-    if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
+    path = Path(path)
+    picture = _open(path)
+    if picture.mode in WIDE_GREY_MODES:
         grey = np.asarray(picture, dtype=np.float32)
-        low, high = float(grey.min()), float(grey.max())
-        if low < 0 or high > 65535:  # a 32-bit file ("I") whose white level cannot be known
-            raise DatasetError(f"{path}: a 32-bit integer image with values from {low:.0f} to {high:.0f}, "
-                               f"outside the 16-bit range 0..65535, so its white level is unknown; "
-                               f"save it as an 8-bit or 16-bit image")
-        return np.repeat(grey[:, :, None] / 65535.0, 3, axis=2)
+        white = wide_grey_white_level(grey, path)
+        return np.repeat(grey[:, :, None] / float(white), 3, axis=2)
     if picture.mode not in ("RGB", "RGBA", "L", "LA", "P", "1", "CMYK", "YCbCr"):
         raise DatasetError(f"{path}: unsupported image mode {picture.mode!r}; expected an 8-bit RGB or greyscale image")
     rgb = np.asarray(picture.convert("RGB"), dtype=np.float32)
@@ -148,10 +256,11 @@ def read_image(path: Path | str) -> np.ndarray:
 def read_mask(path: Path | str) -> np.ndarray:
     """Read a binary mask (vessel label or field of view) as an H x W bool array.
 
-    A pixel is True where the decoded value is above zero, so labels stored
-    as 0/255, 0/1 or 1-bit all work; testing ``== 255`` would silently give
-    an empty label for the 0/1 ones. Palette images (GIFs) are read by the
-    colour each index stands for, see :func:`_read_palette_mask`.
+    Values become True/False by :func:`binarise_mask_values`: a mask with
+    two values (0/255, 0/1, 1-bit, 0/4095, ...) is read exactly; one with
+    grey levels is cut at mid-grey, with a :class:`GreyMaskWarning` naming
+    the file when many pixels are grey. Palette images (GIFs) are read by
+    the colour each index stands for, see :func:`_read_palette_mask`.
 
     Masks stored as RGB (HRF's field-of-view TIFFs) must have three identical
     channels; anything else is probably a photograph passed by mistake and
@@ -174,7 +283,54 @@ def read_mask(path: Path | str) -> np.ndarray:
         values = values[..., 0]
     if values.ndim != 2:
         raise DatasetError(f"{path}: expected a 2-D mask, decoded an array of shape {values.shape}")
-    return values > 0
+    if values.dtype == bool:  # a 1-bit file
+        return values
+    return binarise_mask_values(values, picture.mode in WIDE_GREY_MODES, path)
+
+
+#: A mask in which more than this share of pixels is neither black (0) nor white
+#: gets a :class:`GreyMaskWarning`: 1 %. The real CHASE_DB1 and HRF labels and masks
+#: have none; CHASE_DB1's Image_01L label saved as JPEG (quality 90) has 6.9 %, resized
+#: bilinearly 5.1 %.
+GREY_MASK_WARNING_SHARE = 0.01
+
+
+class GreyMaskWarning(UserWarning):
+    """A mask holds many grey pixels (saved as JPEG, or resized), so it was cut at mid-grey."""
+
+
+def binarise_mask_values(values: np.ndarray, wide_grey: bool, path: Path) -> np.ndarray:
+    """True/False from the decoded values of a greyscale mask (``wide_grey``: a 16-bit file).
+
+    * Two values at most (0/255, 0/1, 0/4095 or a single value): the
+      non-zero one is foreground. This keeps 0/1 labels, which a cut at
+      mid-grey would read as empty.
+    * More values: foreground where the value is at least half of the
+      white level (128 of 255; for a 16-bit file see
+      :func:`wide_grey_white_level`). A label saved as JPEG (quality 90) or resized
+      bilinearly has faint grey fringes around every vessel; counting every
+      value above 0 made CHASE_DB1's Image_01L 11.2 % vessel instead of its
+      7.0 %, the cut gives 7.0 %. When more than
+      :data:`GREY_MASK_WARNING_SHARE` of the pixels are neither 0 nor
+      white a :class:`GreyMaskWarning` names the file, since such a
+      label has lost detail that no cut brings back.
+
+    A floating-point mask with grey levels has no known white level and
+    raises :class:`DatasetError`.
+    """
+    levels = np.unique(values)
+    if len(levels) <= 2 and levels[0] == 0 or len(levels) == 1:
+        return values > 0
+    if not np.issubdtype(values.dtype, np.integer):
+        raise DatasetError(f"{path}: a floating-point mask with {len(levels)} different values has no known "
+                           f"white level; save it as an 8-bit mask with 0 for background and 255 for foreground")
+    white = wide_grey_white_level(values, path) if wide_grey else 255
+    grey_share = float(((values > 0) & (values < white)).mean())
+    if grey_share > GREY_MASK_WARNING_SHARE:
+        warnings.warn(f"{path}: {grey_share:.1%} of the mask's pixels are grey (neither 0 nor {white}), as in a "
+                      f"label saved as JPEG or resized; read as foreground where at least {(white + 1) // 2} "
+                      f"(mid-grey). Save masks as PNG with 0 and {white} only", GreyMaskWarning, stacklevel=3)
+    return values >= (white + 1) // 2
 
 
 #: A palette colour whose mean of R, G and B (0-255) is at most this is dark: background.

@@ -7,12 +7,19 @@ the run's settings and the states of the random generators. It holds only
 tensors, dicts, lists, numbers and strings, so it loads with
 ``torch.load(path, weights_only=True)``.
 
-Resuming checks two things before anything is restored, and raises
+Every checkpoint records ``format_version``
+(:data:`~retina_lib.training.weights.CHECKPOINT_FORMAT_VERSION`); files from
+before versions existed are read as version 1, a newer or unknown version is
+refused.
+
+Resuming checks these things before anything is restored, and raises
 :class:`~retina_lib.training.run_folder.ResumeError` saying what is wrong:
 
-* the file is a checkpoint of this kind of run (every entry present, of the
-  right type, weights of the same architecture and finite), not a hand-made or
-  foreign file that would fail half-way through with a bare KeyError;
+* the file is a checkpoint of this kind of run, in a format version this
+  library reads (every entry present, of the right type, weights of the same
+  architecture, floating point and finite, optimizer state shaped like the
+  parameters), not a hand-made or foreign file that would fail half-way
+  through with a bare KeyError or inside the optimizer's first step;
 * it was made with the same settings (:func:`settings_differences`).
 """
 from __future__ import annotations
@@ -29,7 +36,9 @@ from torch import nn
 
 from retina_lib.epoch_loop import EpochResult
 from retina_lib.training.run_folder import BEST_WEIGHTS_FILE, CHECKPOINT_FILE, ResumeError, save_curves, save_history, write_atomically
-from retina_lib.training.weights import WeightsError, architecture_problems, check_state_dict, is_full_checkpoint, safe_torch_load
+from retina_lib.training.weights import (CHECKPOINT_FORMAT_VERSION, WeightsError, architecture_problems, check_state_dict,
+                                        checkpoint_version_problem, integer_weights_problem, is_full_checkpoint,
+                                        safe_torch_load)
 
 # --------------------------------------------------------------------------
 # Settings that must match when resuming
@@ -171,10 +180,42 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ResumeError(f"cannot resume: {error}") from error
     if not is_full_checkpoint(stored):
         raise ResumeError(f"{path} is not a full training checkpoint (written by fit with out_dir)")
+    version_problem = checkpoint_version_problem(stored)
+    if version_problem is not None:
+        raise ResumeError(f"cannot resume from {path}: {version_problem}")
     problems = checkpoint_problems(stored)
     if problems:
         raise ResumeError(f"cannot resume from {path}: it is not a checkpoint written by fit: " + "; ".join(problems))
     return stored
+
+
+def optimizer_shape_problems(optimizer: torch.optim.Optimizer, saved: Mapping[str, Any]) -> list[str]:
+    """Saved per-parameter optimizer tensors (Adam's running averages, ...) whose shape is not their parameter's.
+
+    ``Optimizer.load_state_dict`` checks the number of parameters but not
+    the shapes of what it stores for each, so a wrong one only fails at the
+    next step, deep inside Adam, as a bare RuntimeError. Saved parameters are
+    matched to this optimizer's in order, as ``load_state_dict`` does; a
+    state whose groups or sizes do not match is left to ``load_state_dict``,
+    whose error :meth:`RunState.restore` reports.
+    """
+    groups, state = saved.get("param_groups"), saved.get("state")
+    if not isinstance(groups, list) or not isinstance(state, Mapping):
+        return []
+    saved_ids = [index for group in groups if isinstance(group, Mapping) for index in group.get("params", [])]
+    parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
+    if len(saved_ids) != len(parameters):
+        return []
+    problems = []
+    for position, (saved_id, parameter) in enumerate(zip(saved_ids, parameters)):
+        entries = state.get(saved_id, {})
+        for name, value in (entries.items() if isinstance(entries, Mapping) else ()):
+            if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape != parameter.shape:
+                problems.append(f"parameter {position} {name!r} is {tuple(value.shape)}, "
+                                f"the parameter is {tuple(parameter.shape)}")
+    if len(problems) > 3:
+        problems = problems[:3] + [f"and {len(problems) - 3} more"]
+    return problems
 
 
 # --------------------------------------------------------------------------
@@ -230,6 +271,7 @@ class RunState:
     def checkpoint(self) -> dict[str, Any]:
         """Everything needed to continue, as plain containers of tensors and numbers."""
         return {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
             "model": cpu_copy(self.model.state_dict()),
             "best_model": self.best_model,
             "optimizer": self.optimizer.state_dict(),
@@ -281,6 +323,13 @@ class RunState:
             if problems:
                 raise ResumeError(f"cannot resume {source}: its {key!r} is for another architecture than "
                                   f"{type(self.model).__name__}: " + "; ".join(problems))
+            integer_problem = integer_weights_problem(self.model, checkpoint[key])
+            if integer_problem is not None:
+                raise ResumeError(f"cannot resume {source}: in its {key!r}, {integer_problem}")
+        optimizer_problems = optimizer_shape_problems(self.optimizer, checkpoint["optimizer"])
+        if optimizer_problems:
+            raise ResumeError(f"cannot resume {source}: its optimizer state does not fit this model's parameters: "
+                              + "; ".join(optimizer_problems))
         if set(checkpoint["history"]) != set(self.history):
             raise ResumeError(f"cannot resume {source}: its history has the curves {sorted(checkpoint['history'])}, "
                               f"this run records {sorted(self.history)}")

@@ -63,6 +63,30 @@ def is_full_checkpoint(stored: Any) -> bool:
     return isinstance(stored, dict) and "best_model" in stored and "optimizer" in stored
 
 
+#: The layout of ``checkpoint.pth`` that this library writes and reads, stored in it as
+#: ``format_version``. Raise it whenever an entry is added, removed or changes meaning,
+#: so that an older library refuses the new files instead of misreading them.
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+def checkpoint_version_problem(stored: Mapping[str, Any]) -> Optional[str]:
+    """Why this library cannot read a checkpoint's format, or None when it can.
+
+    Checkpoints written before versions existed have no ``format_version``;
+    their layout is the one version 1 names, so they are read as version 1.
+    A newer version (or anything but a whole number) is refused: reading a
+    layout this library does not know could silently restore the wrong things.
+    """
+    version = stored.get("format_version", 1)
+    if isinstance(version, int) and not isinstance(version, bool) and version == CHECKPOINT_FORMAT_VERSION:
+        return None
+    if isinstance(version, int) and not isinstance(version, bool) and version > CHECKPOINT_FORMAT_VERSION:
+        return (f"it is checkpoint format version {version}, newer than the version {CHECKPOINT_FORMAT_VERSION} "
+                f"this retina_lib reads; update retina_lib to load it")
+    return (f"its format_version is {version!r}; this retina_lib reads checkpoint format version "
+            f"{CHECKPOINT_FORMAT_VERSION} only")
+
+
 def architecture_problems(model: nn.Module, state: Mapping[str, Any]) -> list[str]:
     """What stops ``state`` from loading into ``model``: missing/unexpected keys, shape mismatches."""
     expected = model.state_dict()
@@ -79,6 +103,24 @@ def architecture_problems(model: nn.Module, state: Mapping[str, Any]) -> list[st
             shown = ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
             problems.append(f"{len(items)} {title} ({shown})")
     return problems
+
+
+def integer_weights_problem(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """What is wrong when ``state`` holds as integers or booleans tensors that ``model`` keeps as floating point.
+
+    Weights cast with ``.long()`` or ``.bool()`` keep their names and shapes,
+    so they load, but their values are gone (mostly 0, or 1 for True) and the
+    network gives the same map for every photograph. Integer buffers the
+    model itself keeps (BatchNorm's ``num_batches_tracked``) are fine.
+    """
+    expected = model.state_dict()
+    wrong = [f"{key} ({str(state[key].dtype).removeprefix('torch.')})" for key in expected
+             if key in state and expected[key].is_floating_point() and not state[key].is_floating_point()]
+    if not wrong:
+        return None
+    shown = ", ".join(wrong[:3]) + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else "")
+    return (f"{len(wrong)} weight tensor(s) are stored as integers or booleans instead of floating point "
+            f"({shown}); such weights have lost their values and give the same map for every image")
 
 
 def non_finite_tensors(state: Mapping[str, torch.Tensor]) -> list[str]:
@@ -109,12 +151,17 @@ def load_weights(path: str | Path, model: Optional[nn.Module] = None) -> nn.Modu
 
     Raises FileNotFoundError for a missing file, IsADirectoryError for a
     folder, and :class:`WeightsError` for a file that is damaged, holds other
-    Python objects, is not a state dict, holds NaN or infinite weights, or
+    Python objects, is not a state dict, holds NaN or infinite weights,
     belongs to another architecture (the message lists a few missing or
-    unexpected keys and shape mismatches).
+    unexpected keys and shape mismatches), holds weights cast to integers or
+    booleans, or is a checkpoint of a format version this library does not read.
     """
     path = Path(path)
     stored = safe_torch_load(path)
+    if is_full_checkpoint(stored):
+        version_problem = checkpoint_version_problem(stored)
+        if version_problem is not None:
+            raise WeightsError(f"{path}: {version_problem}")
     state = check_state_dict(path, stored["best_model"] if is_full_checkpoint(stored) else stored)
     if model is None:
         model = _linknet_for(state)
@@ -122,6 +169,9 @@ def load_weights(path: str | Path, model: Optional[nn.Module] = None) -> nn.Modu
     if problems:
         raise WeightsError(f"{path} holds weights for another architecture than {type(model).__name__}: "
                            + "; ".join(problems))
+    integer_problem = integer_weights_problem(model, state)
+    if integer_problem is not None:
+        raise WeightsError(f"{path}: {integer_problem}")
     model.load_state_dict(state)
     return model.eval()
 
