@@ -30,7 +30,6 @@ from typing import Any, Optional
 import numpy as np
 
 from retina_lib.data import DATASET_NAMES, DownloadError, download, load_dataset
-from retina_lib.data.datasets import DATASETS, data_root
 from retina_lib.data.readers import read_image
 from retina_lib.system.hardware import pick_device
 from retina_lib.system.hardware import AMP_CHOICES
@@ -118,9 +117,7 @@ def command_train(args: argparse.Namespace) -> None:
 
 def command_evaluate(args: argparse.Namespace) -> None:
     if args.json is not None:
-        folder = data_root(args.data_dir) / DATASETS[args.dataset].folder if args.dataset in DATASETS \
-            else args.data_dir
-        check_json_path(args.json, args.weights, dataset_folder=folder, overwrite=args.overwrite)
+        check_json_path(args.json, args.weights, args.dataset, args.data_dir, overwrite=args.overwrite)
     model = load_weights(args.weights).to(pick_device(args.device))
     options = dataset_options(args)
     test_samples = load_dataset(args.dataset, split=args.split, root=args.data_dir, **options)

@@ -22,6 +22,7 @@ from typing import Any, Optional
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from retina_lib.data.datasets import DATASETS, data_root
 from retina_lib.data.readers import split_extension
 from retina_lib.system.files import check_target, same_file_key, write_atomically, write_files_atomically
 
@@ -91,16 +92,24 @@ def save_prediction(probability: np.ndarray, threshold: float, paths: tuple[Path
     write_files_atomically({path: writer(array) for path, array in maps.items()})
 
 
-def check_json_path(path: Path, weights: Path, dataset_folder: Optional[Path] = None,
+def dataset_folder(dataset: str, data_dir: Optional[Path]) -> Optional[Path]:
+    """The folder holding dataset ``dataset``'s files (None for the generated synthetic one)."""
+    if dataset in DATASETS:
+        return data_root(data_dir) / DATASETS[dataset].folder
+    return Path(data_dir) if data_dir is not None else None  # "folder": the folder itself
+
+
+def check_json_path(path: Path, weights: Path, dataset: str, data_dir: Optional[Path] = None,
                     overwrite: bool = False) -> None:
     """Refuse an unusable or forbidden ``--json`` path before the evaluation, not after it.
 
     The weights are never replaced, nor any file inside the dataset's folder;
     another existing file only with ``overwrite``.
     """
-    if dataset_folder is not None and same_file_key(dataset_folder) in \
-            {same_file_key(folder) for folder in Path(path).absolute().parents}:
-        raise ValueError(f"--json {path} is inside the dataset folder {dataset_folder}; the library never writes "
+    folder = dataset_folder(dataset, data_dir)
+    inside = {same_file_key(parent) for parent in Path(path).absolute().parents}
+    if folder is not None and same_file_key(folder) in inside:
+        raise ValueError(f"--json {path} is inside the dataset folder {folder}; the library never writes "
                          f"among a dataset's files: write the results elsewhere")
     check_target(path, option="--json", protected={Path(weights): "the weights"}, overwrite=overwrite)
 

@@ -64,11 +64,8 @@ def save_history(history: Mapping[str, list[float]], run_dir: Path) -> None:
 def save_curves(history: Mapping[str, list[float]], run_dir: Path) -> None:
     """Draw the history into ``curves.png`` with :func:`retina_lib.plotter.plot_history`."""
 
-    def draw(path: Path) -> None:
-        # Closed at once: else a notebook would show one figure per epoch at the end of the cell.
-        plt.close(plotter.plot_history(history, save_to=path))
-
-    write_atomically(run_dir / CURVES_FILE, draw)
+    # Closed at once: else a notebook would show one figure per epoch at the end of the cell.
+    plt.close(plotter.plot_history(history, save_to=run_dir / CURVES_FILE))  # written whole by save_figure
 
 
 # --------------------------------------------------------------------------
