@@ -480,3 +480,12 @@ def test_case_20_a_zip_with_too_many_members_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match="members, more than the"):
         extract_safely(archive, tmp_path / "target")
     assert not (tmp_path / "target").exists()
+
+
+def test_an_extraction_target_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    archive, target = old_and_new(tmp_path)
+    target.rename(tmp_path / "elsewhere")
+    target.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(DownloadError, match="is a symbolic link; an extraction replaces that folder"):
+        extract_safely(archive, target)
+    assert (tmp_path / "elsewhere" / "a.txt").read_text() == "old" and target.is_symlink()

@@ -329,15 +329,15 @@ def _download_to(url: str, destination: Path, sha256: str, limit: int, progress:
 
     The temporary file (see :func:`retina_lib.system.files.write_atomically`)
     means an interrupted download never leaves a file that looks complete.
-    The checksum is computed from the file on the disk after it was forced
-    there, so what is verified is what will be extracted. More than ``limit``
+    The checksum is computed by reading the written file back, not from the
+    received stream, so what is verified is what will be extracted. More than ``limit``
     bytes (announced or received) stop the download at once: an endless or
     oversized answer cannot fill the disk before the checksum would refuse it.
     """
 
     def receive(partial: Path) -> None:
         _receive(url, partial, destination.name, limit, progress)
-        actual = sha256_of(partial)  # what is on the disk (write_atomically forces it there before the rename)
+        actual = sha256_of(partial)  # the file as written, which is what will be extracted
         if actual != sha256:
             raise DownloadError(
                 f"sha256 mismatch: expected {sha256}, got {actual}; deleted the downloaded file "
@@ -395,6 +395,10 @@ def extract_safely(archive: Path, target: Path, *, max_bytes: Optional[int] = No
     file's path (relative to ``target``, with ``/``) to its size.
     """
     archive, target = Path(archive), Path(target)
+    if target.is_symlink():
+        raise DownloadError(f"{target} is a symbolic link; an extraction replaces that folder, so it would not "
+                            f"land where the link points: extract into {os.path.realpath(target)} instead, "
+                            f"or remove the link")
     if max_bytes is None:
         max_bytes = min(MAX_EXTRACTED_BYTES, MAX_EXPANSION * archive.stat().st_size)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -411,7 +415,6 @@ def extract_safely(archive: Path, target: Path, *, max_bytes: Optional[int] = No
                     raise DownloadError(f"{archive}: neither a zip nor a tar archive")
                 files = _regular_files(staging)
                 os.chmod(staging, folder_mode())  # mkdtemp makes it private (0700) whatever the umask
-                sync_tree(staging)
                 _swap_into_place(staging, target)
             except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, zlib.error, ValueError) as error:
                 if isinstance(error, DownloadError):
@@ -573,17 +576,19 @@ def _regular_files(folder: Path) -> dict[str, int]:
 def _swap_into_place(staging: Path, target: Path) -> None:
     """Make the complete tree in ``staging`` the new ``target`` in one rename, keeping target's other files.
 
-    A new target is one rename. An existing one first gets its files that
-    the archive does not hold linked (or copied) into ``staging``; then it is
-    renamed aside, ``staging`` renamed into its place, and the old tree
-    deleted. If the second rename fails the old tree is renamed back.
+    Everything is forced to the disk first. A new target is one rename. An
+    existing one first gets its files that the archive does not hold linked
+    (or copied) into ``staging``; then it is renamed aside, ``staging``
+    renamed into its place, and the old tree deleted. If the second rename
+    fails the old tree is renamed back.
     """
+    if target.exists():
+        _carry_over(target, staging)
+    sync_tree(staging)
     if not target.exists():
         os.replace(staging, target)
         sync_folder(target.parent)
         return
-    _carry_over(target, staging)
-    sync_tree(staging)
     aside = target.with_name(f".{target.name}{REPLACED_INFIX}{uuid.uuid4().hex[:8]}")
     os.replace(target, aside)
     try:
