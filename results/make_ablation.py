@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from retina_lib.system.files import write_atomically
+
 #: The measured results, shipped inside the package (see retina_lib/course_results/__init__.py).
 MEASURED = Path(__file__).resolve().parents[1] / "retina_lib" / "course_results"
 KEYS = ("f1", "iou", "accuracy", "sensitivity", "specificity", "auc_roc", "auc_pr", "threshold")
@@ -66,7 +68,8 @@ def main() -> None:
                      evaluate_command="python -m retina_lib evaluate --dataset chase_db1 --data-dir DATA "
                                       "--weights RUN/linknet.pth --split test --json OUT.json")
         table[label] = entry
-    (MEASURED / "ablation.json").write_text(json.dumps(table, indent=2))
+    text = json.dumps(table, indent=2)
+    write_atomically(MEASURED / "ablation.json", lambda path: path.write_text(text))
     print(f"wrote {MEASURED / 'ablation.json'} ({len(table)} runs)")
 
 

@@ -39,6 +39,7 @@ import torch
 from retina_lib.cli import main as cli_main
 from retina_lib.data import load_dataset
 from retina_lib.scoring.evaluation import evaluate
+from retina_lib.system.files import write_atomically
 from retina_lib.training.weights import load_weights
 from retina_lib.training.trainer import split_validation
 
@@ -124,10 +125,11 @@ def main() -> None:
             entry["validation"] = validation_scores(run_dir / "linknet.pth", args.data_dir, device)
             entry["validation_tta"] = validation_scores(run_dir / "linknet.pth", args.data_dir, device, tta=True)
         summary[key] = entry
-        summary_path.write_text(json.dumps(summary, indent=2))
+        text = json.dumps(summary, indent=2)
+        write_atomically(summary_path, lambda path: path.write_text(text))
         print(key, json.dumps(entry.get("validation")), f"{seconds:.0f} s", flush=True)
     best = max((n for n in summary if "validation" in summary[n]), key=lambda n: summary[n]["validation"]["f1"])
-    (args.out / "best.txt").write_text(best)
+    write_atomically(args.out / "best.txt", lambda path: path.write_text(best))
     print(f"\n{'recipe':28s} {'val F1':>7s} {'val AUC':>8s} {'+TTA F1':>8s} {'+TTA AUC':>9s} {'train s':>8s}")
     for name, entry in summary.items():
         val, tta = entry.get("validation", {}), entry.get("validation_tta", {})

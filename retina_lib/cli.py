@@ -14,16 +14,15 @@ Expected failures (a missing file, weights of another network, an unknown
 dataset, an unreadable image) print one line ``error: ...`` and exit with
 status 2; ``--debug`` shows the full traceback instead. ``predict`` with
 several images writes the maps of every image it can read and reports the
-others at the end (status 2); outputs that would overwrite an input or each
-other are refused before anything is written. Impossible numbers (``--lr
+others at the end (status 2). Outputs are checked before any work by
+:mod:`retina_lib.scoring.outputs`: an input or the weights is never
+overwritten, another existing file only with ``--overwrite``. Impossible numbers (``--lr
 inf``, ``--epochs 0``, ``--threshold 2``) are refused while parsing.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,18 +30,18 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from PIL import Image
 
 from retina_lib import pretrained
 from retina_lib.data import DATASET_NAMES, DownloadError, download, load_dataset
-from retina_lib.data.readers import read_image, split_extension
+from retina_lib.data.readers import read_image
 from retina_lib.system.hardware import pick_device
 from retina_lib.system.hardware import AMP_CHOICES
 from retina_lib.epoch_loop import OPTIMISE_CHOICES, NonFiniteLossError
 from retina_lib.scoring.evaluation import evaluate, format_table
 from retina_lib.scoring.inference import predict
+from retina_lib.scoring.outputs import (check_json_path, check_prediction_paths, prediction_paths, save_prediction,
+                                        write_json)
 from retina_lib.recipes import RECIPES, recipe, train_recipe
-from retina_lib.training.run_folder import write_atomically
 from retina_lib.training.run_folder import BEST_WEIGHTS_FILE
 from retina_lib.training.trainer import TrainConfig
 from retina_lib.training.weights import load_weights
@@ -119,15 +118,9 @@ def command_train(args: argparse.Namespace) -> None:
     print(f"weights: {out_dir / BEST_WEIGHTS_FILE}")
 
 
-def check_json_path(path: Path) -> None:
-    """Refuse an unusable ``--json`` path before the evaluation, not after it."""
-    if path.is_dir():
-        raise IsADirectoryError(f"--json {path} is a folder; give a file name, e.g. {path / 'results.json'}")
-    for folder in path.parents:
-        if folder.exists():
-            if not folder.is_dir():
-                raise NotADirectoryError(f"--json {path}: {folder} is a file, so nothing can be written below it")
-            break
+def weights_in_use(args: argparse.Namespace) -> Path:
+    """The weights file a command reads: ``--weights``, else the shipped network's (never an output)."""
+    return args.weights if args.weights is not None else pretrained.weights_path()
 
 
 def chosen_network(weights: Optional[Path], device: str) -> tuple[torch.nn.Module, Optional[dict[str, Any]]]:
@@ -156,7 +149,7 @@ def prediction_threshold(args: argparse.Namespace, card: Optional[dict[str, Any]
 
 def command_evaluate(args: argparse.Namespace) -> None:
     if args.json is not None:
-        check_json_path(args.json)
+        check_json_path(args.json, weights_in_use(args), args.dataset, args.data_dir, overwrite=args.overwrite)
     model, _ = chosen_network(args.weights, args.device)
     options = dataset_options(args)
     test_samples = load_dataset(args.dataset, split=args.split, root=args.data_dir, **options)
@@ -166,66 +159,12 @@ def command_evaluate(args: argparse.Namespace) -> None:
     print(f"{args.dataset}, {args.split} split:")
     print(format_table(results))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(results, indent=2, default=float)
-        write_atomically(args.json, lambda path: path.write_text(text))
+        write_json(args.json, results)
         print(f"results: {args.json}")
 
 
-def prediction_paths(image_path: Path, out_dir: Optional[Path]) -> tuple[Path, Path]:
-    """Where ``predict`` writes the maps of ``image_path``: ``NAME_prob.png`` and ``NAME_mask.png``."""
-    name, _ = split_extension(image_path)
-    folder = out_dir if out_dir is not None else image_path.parent
-    return folder / f"{name}_prob.png", folder / f"{name}_mask.png"
-
-
-def _same_file_key(path: Path) -> str:
-    """A key equal for two spellings of one path (relative or absolute, through links, case on Windows).
-
-    A link loop cannot be resolved; its own absolute spelling is its key
-    then, so the check goes on and reading it later fails with a one-line
-    reason naming it, while the other images are still predicted.
-    """
-    try:
-        return os.path.normcase(str(Path(path).resolve()))
-    except (RuntimeError, OSError):  # a symbolic link loop: RuntimeError up to Python 3.12, OSError from 3.13
-        return os.path.normcase(os.path.abspath(path))
-
-
-def check_prediction_paths(images: Sequence[Path], out_dir: Optional[Path]) -> None:
-    """Refuse, before anything is written, outputs that would overwrite an input or each other.
-
-    ``predict scan.png scan.jpg`` would write both maps to ``scan_prob.png``,
-    and ``predict scan.png scan_prob.png`` would overwrite the second input
-    before reading it.
-    """
-    inputs = {_same_file_key(image): image for image in images}
-    written_by: dict[str, Path] = {}
-    for image in images:
-        for output in prediction_paths(image, out_dir):
-            key = _same_file_key(output)
-            if key in inputs:
-                raise ValueError(f"predicting {image} would overwrite the input {inputs[key]} with {output}; "
-                                 f"rename that input or write elsewhere with --out")
-            if key in written_by:
-                other = written_by[key]
-                reason = "the same image is given twice" if _same_file_key(other) == _same_file_key(image) \
-                    else f"{other} and {image} have the same name"
-                raise ValueError(f"two inputs would both write {output} ({reason}); nothing was written: "
-                                 f"predict them in separate commands with different --out folders")
-            written_by[key] = image
-
-
-def save_prediction(probability: np.ndarray, threshold: float, paths: tuple[Path, Path]) -> None:
-    """Write the probability map (x 255, 8-bit) and the mask (probability >= threshold) to ``paths``."""
-    probability_path, mask_path = paths
-    probability_path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.round(probability * 255).astype(np.uint8)).save(probability_path)
-    Image.fromarray((probability >= threshold).astype(np.uint8) * 255).save(mask_path)
-
-
 def command_predict(args: argparse.Namespace) -> None:
-    check_prediction_paths(args.images, args.out)
+    check_prediction_paths(args.images, args.out, weights_in_use(args), overwrite=args.overwrite)
     model, card = chosen_network(args.weights, args.device)
     threshold = prediction_threshold(args, card)
     failures = []
@@ -347,14 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
                             help="fixed threshold instead of one chosen on the train split")
     evaluation.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
     evaluation.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
+    evaluation.add_argument("--overwrite", action="store_true",
+                            help="replace an existing --json file (never the weights or a dataset file)")
     evaluation.set_defaults(handler=command_evaluate)
 
     prediction = commands.add_parser(
         "predict", parents=[common, device], help="write vessel maps for photographs",
         description="For each IMAGE write NAME_prob.png (probability x 255) and NAME_mask.png "
                     "(probability >= --threshold) at the image's own resolution. Outputs that would "
-                    "overwrite an input, or that two inputs would share, are refused before anything "
-                    "is written.",
+                    "overwrite an input or the weights, that two inputs would share, or that exist and "
+                    "were not written by predict are refused before anything is written.",
     )
     prediction.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
     prediction.add_argument("--weights", type=Path, metavar="PATH",
@@ -365,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="probability cut for the mask; required with --weights (default: the shipped "
                                  "network's cut, chosen on its training split)")
     prediction.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
+    prediction.add_argument("--overwrite", action="store_true",
+                            help="replace existing NAME_prob.png/NAME_mask.png files that predict did not write "
+                                 "(never an input or the weights)")
     prediction.set_defaults(handler=command_predict)
 
     fetch = commands.add_parser("download", parents=[common], help="download a public dataset",

@@ -117,6 +117,8 @@ def sync_notebook_links(notebook_dir: Optional[str] = None) -> list[str]:
 
     import nbformat
 
+    from retina_lib.system.files import write_atomically
+
     folder = Path(notebook_dir) if notebook_dir else Path(__file__).resolve().parents[1] / "notebooks"
     owner_and_name = REPOSITORY.removeprefix("https://github.com/")
     changed = []
@@ -131,7 +133,7 @@ def sync_notebook_links(notebook_dir: Optional[str] = None) -> list[str]:
                 cell.source = source
                 edited = True
         if edited:
-            nbformat.write(notebook, path)
+            write_atomically(path, lambda temporary: nbformat.write(notebook, temporary))
             changed.append(path.name)
     return changed
 

@@ -35,6 +35,7 @@ from matplotlib.ticker import MaxNLocator
 from skimage.color import rgb2gray
 
 from retina_lib import metrics
+from retina_lib.system.files import write_atomically
 
 #: Okabe-Ito colours (RGB in [0, 1]) of the error overlay; see the module docstring.
 TRUE_POSITIVE_COLOUR = (1.0, 1.0, 1.0)                    # white
@@ -122,12 +123,13 @@ def save_figure(fig: Figure, save_to: str | Path | None) -> Figure:
     """Save ``fig`` as a PNG when ``save_to`` is a path, then return it.
 
     Every figure function of the course ends here, so they all save the same
-    way (parent folders created, 100 dpi, margins trimmed).
+    way (parent folders created, 100 dpi, margins trimmed, written whole with
+    :func:`retina_lib.system.files.write_atomically`).
     """
     if save_to is not None:
         save_to = Path(save_to)
         save_to.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save_to, dpi=SAVE_DPI, bbox_inches="tight", format="png")
+        write_atomically(save_to, lambda path: fig.savefig(path, dpi=SAVE_DPI, bbox_inches="tight", format="png"))
     return fig
 
 

@@ -1,7 +1,9 @@
 """Tests for the command line, ``python -m retina_lib``: run in-process through ``main``."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ from PIL import Image
 from torch import nn
 
 from retina_lib.cli import main
+from retina_lib.model import LinkNet
 
 #: A tiny synthetic dataset, trained for one epoch on the CPU.
 SYNTHETIC = ["--dataset", "synthetic", "--synthetic-n", "3", "--synthetic-size", "64"]
@@ -151,3 +154,149 @@ def test_skip_incomplete_reaches_the_loader_and_is_refused_for_synthetic():
                                            "--skip-incomplete"])
     with pytest.raises(ValueError, match="real datasets"):
         dataset_options(synthetic)
+
+
+# --------------------------------------------------------------------------
+# Issue 18: predict and evaluate never overwrite what the user owns (cases 1, 2, 5, 18)
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory) -> Path:
+    """An untrained LinkNet's state dict (a valid ``linknet.pth``)."""
+    path = tmp_path_factory.mktemp("weights") / "linknet.pth"
+    torch.manual_seed(0)
+    torch.save(LinkNet().state_dict(), path)
+    return path
+
+
+def photo(path: Path, seed: int = 0) -> Path:
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def fsynced_names(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the name of every file forced to the disk from now on (Linux: names read from /proc)."""
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to name the file behind a descriptor")
+    names: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        names.append(Path(os.readlink(f"/proc/self/fd/{descriptor}")).name)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return names
+
+
+def was_synced(name: str, synced: list[str]) -> bool:
+    """Whether ``name`` itself or a temporary file renamed to it (``.NAME.XXXX.partial``) was forced to disk."""
+    return any(seen == name or seen.startswith(f".{name}.") for seen in synced)
+
+
+def test_case_1_predict_keeps_an_expert_label_named_like_its_mask(tmp_path: Path, capsys, weights_file: Path) -> None:
+    eye = photo(tmp_path / "eye.png")
+    label = tmp_path / "eye_mask.png"
+    Image.fromarray(np.eye(40, 48, dtype=np.uint8) * 255).save(label)
+    before = label.read_bytes()
+    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu")
+    assert_one_line_error(status, err, "eye_mask.png already exists and was not written by retina_lib")
+    assert label.read_bytes() == before and not (tmp_path / "eye_prob.png").exists(), "nothing was written"
+
+    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu", "--overwrite")
+    assert status == 0, err
+    assert label.read_bytes() != before, "--overwrite replaces it, as asked"
+    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu")
+    assert status == 0, "predict's own maps are replaced without --overwrite: " + err
+
+
+def test_case_1_predict_never_overwrites_the_weights(tmp_path: Path, capsys, weights_file: Path) -> None:
+    eye = photo(tmp_path / "eye.png")
+    weights = tmp_path / "eye_prob.png"
+    weights.write_bytes(weights_file.read_bytes())
+    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights), "--device", "cpu", "--overwrite")
+    assert_one_line_error(status, err, "would overwrite the weights")
+    assert weights.read_bytes() == weights_file.read_bytes()
+
+
+def evaluate_json(capsys, weights: Path, json_path: Path, *more: str) -> tuple[int, str, str]:
+    return run(capsys, "evaluate", *SYNTHETIC, "--weights", str(weights), "--device", "cpu", "--threshold", "0.5",
+               "--json", str(json_path), *more)
+
+
+def test_case_2_evaluate_json_never_overwrites_the_weights(tmp_path: Path, capsys, weights_file: Path) -> None:
+    weights = tmp_path / "linknet.pth"
+    weights.write_bytes(weights_file.read_bytes())
+    status, out, err = evaluate_json(capsys, weights, tmp_path / "." / "linknet.pth", "--overwrite")
+    assert_one_line_error(status, err, "would overwrite the weights")
+    assert out == "", "refused before the evaluation"
+    assert weights.read_bytes() == weights_file.read_bytes()
+
+
+def test_case_2_evaluate_json_replaces_another_file_only_with_overwrite(tmp_path: Path, capsys,
+                                                                        weights_file: Path) -> None:
+    checkpoint = tmp_path / "checkpoint.pth"
+    checkpoint.write_bytes(b"a checkpoint the user needs for --resume")
+    status, out, err = evaluate_json(capsys, weights_file, checkpoint)
+    assert_one_line_error(status, err, "already exists and was not written by retina_lib")
+    assert out == "" and checkpoint.read_bytes() == b"a checkpoint the user needs for --resume"
+    status, _, err = evaluate_json(capsys, weights_file, checkpoint, "--overwrite")
+    assert status == 0, err
+    assert json.loads(checkpoint.read_text())["n_images"] == 3
+
+
+def test_case_2_evaluate_json_never_writes_into_the_dataset(tmp_path: Path, capsys, weights_file: Path) -> None:
+    image = tmp_path / "data" / "CHASEDB1" / "Image_01L.png"
+    image.parent.mkdir(parents=True)
+    photo(image)
+    before = image.read_bytes()
+    status, out, err = run(capsys, "evaluate", "--dataset", "chase_db1", "--data-dir", str(tmp_path / "data"),
+                           "--weights", str(weights_file), "--device", "cpu", "--threshold", "0.5",
+                           "--json", str(image), "--overwrite")
+    assert_one_line_error(status, err, "is inside the dataset folder")
+    assert image.read_bytes() == before
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write into read-only folders")
+def test_case_2_a_read_only_json_folder_is_refused_before_evaluating(tmp_path: Path, capsys,
+                                                                      weights_file: Path) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        status, out, err = evaluate_json(capsys, weights_file, folder / "results.json")
+    finally:
+        folder.chmod(0o755)
+    assert_one_line_error(status, err, "is not writable")
+    assert out == ""
+
+
+def test_case_5_a_full_disk_keeps_the_previous_prediction_pair(tmp_path: Path, capsys, weights_file: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    eye = photo(tmp_path / "eye.png")
+    assert run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu")[0] == 0
+    outputs = [tmp_path / "eye_prob.png", tmp_path / "eye_mask.png"]
+    before = [path.read_bytes() for path in outputs]
+    photo(eye, seed=1)  # a new photograph: new maps
+    real_save, saves = Image.Image.save, []
+
+    def save(self, fp, *args, **kwargs):
+        saves.append(fp)
+        if len(saves) == 2:  # the disk fills up while the mask is written
+            Path(fp).write_bytes(b"\x89PNG\r\n\x1a\n half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu")
+    assert_one_line_error(status, err, "no space left on the disk")
+    assert [path.read_bytes() for path in outputs] == before, "the previous pair is kept whole and together"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["eye.png", "eye_mask.png", "eye_prob.png"]
+
+
+def test_case_18_predict_forces_its_maps_to_the_disk(tmp_path: Path, capsys, weights_file: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    eye = photo(tmp_path / "eye.png")
+    synced = fsynced_names(monkeypatch)
+    assert run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu")[0] == 0
+    assert was_synced("eye_prob.png", synced) and was_synced("eye_mask.png", synced), synced

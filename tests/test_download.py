@@ -5,8 +5,15 @@ No test touches the network: the archives are built here and served from
 """
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
+import sys
 import tarfile
+import threading
+import time
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -16,7 +23,7 @@ from PIL import Image
 
 from retina_lib.data import DownloadError, download, load_dataset
 from retina_lib.data.datasets import STARE_LABELLED
-from retina_lib.data.download import SOURCES, Archive, extract_safely, sha256_of
+from retina_lib.data.download import MARKER_FILE, SOURCES, Archive, extract_safely, sha256_of
 from conftest import Server  # the local HTTP server behind the `server` fixture
 
 
@@ -237,3 +244,248 @@ def test_account_datasets_explain_how_to_get_them(tmp_path: Path, name: str, wor
 def test_unknown_dataset_lists_the_downloadable_ones(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="chase_db1, hrf, stare"):
         download("synthetic", tmp_path)
+
+
+# --------------------------------------------------------------------------
+# Issue 18: nothing the user owns is lost, concurrent downloads, all-or-nothing extraction
+# (cases 4, 7, 8, 9, 17, 18, 20)
+# --------------------------------------------------------------------------
+
+download_module = sys.modules["retina_lib.data.download"]  # the name `download` is also the function
+
+
+def test_case_7_a_users_archive_with_another_checksum_is_moved_aside_not_deleted(
+        tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = serve_chase(server, monkeypatch)
+    (tmp_path / "downloads").mkdir()
+    mine = tmp_path / "downloads" / "CHASEDB1.zip"
+    mine.write_bytes(b"what my browser saved")
+    with pytest.warns(UserWarning, match=r"sha256 mismatch .* moved it to (\S+) \(kept, not deleted\)") as caught:
+        download("chase_db1", tmp_path, progress=False)
+    kept = Path(str(caught[0].message).split("moved it to ")[1].split(" (kept")[0])
+    assert kept.parent == tmp_path / "downloads" and kept.read_bytes() == b"what my browser saved"
+    assert sha256_of(mine) == sha256_of(archive)
+
+
+def test_case_8_two_downloads_at_once_both_succeed_and_download_once(
+        tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two notebooks opened at once on first use: the second waits for the first, then finds the dataset."""
+    serve_chase(server, monkeypatch)
+    monkeypatch.setattr(download_module, "CHUNK_BYTES", 2048)
+    real_urlopen = urllib.request.urlopen
+
+    class Slow:  # a slow network, so that the two downloads overlap
+        def __init__(self, response) -> None:
+            self.response, self.headers = response, response.headers
+
+        def read(self, size: int) -> bytes:
+            time.sleep(0.01)
+            return self.response.read(size)
+
+        def __enter__(self) -> Slow:
+            return self
+
+        def __exit__(self, *exception) -> None:
+            self.response.close()
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *args, **kwargs: Slow(real_urlopen(*args, **kwargs)))
+    start, results = threading.Barrier(2), {}
+
+    def notebook(number: int) -> None:
+        start.wait()
+        try:
+            results[number] = download("chase_db1", tmp_path, progress=False)
+        except Exception as error:  # reported by the assertion below
+            results[number] = error
+
+    threads = [threading.Thread(target=notebook, args=(number,)) for number in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert results == {1: tmp_path / "CHASEDB1", 2: tmp_path / "CHASEDB1"}
+    assert len(server.requests) == 1, "the second download found the first one's result"
+    assert len(load_dataset("chase_db1", "all", root=tmp_path)) == 28
+    assert sorted(path.name for path in (tmp_path / "downloads").iterdir()) == ["CHASEDB1.zip"]
+
+
+def test_case_18_the_download_the_extracted_files_and_the_marker_are_forced_to_disk(
+        tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to name the file behind a descriptor")
+    serve_chase(server, monkeypatch)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    download("chase_db1", tmp_path, progress=False)
+    names = [Path(path).name for path in synced]
+    assert any(name.startswith(".CHASEDB1.zip.") for name in names), "the download before its rename"
+    assert "Image_01L.jpg" in names and "Image_14R_2ndHO.png" in names, "every extracted file"
+    assert any(name.startswith(f".{MARKER_FILE}.") for name in names), "the marker before its rename"
+
+
+def test_case_17_an_extracted_dataset_follows_the_umask(tmp_path: Path) -> None:
+    archive = chase_zip(tmp_path / "CHASEDB1.zip")
+    previous = os.umask(0o022)
+    try:
+        extract_safely(archive, tmp_path / "CHASEDB1")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "CHASEDB1").stat().st_mode) == 0o755, "others can open a shared data root"
+    assert stat.S_IMODE((tmp_path / "CHASEDB1" / "Image_01L.jpg").stat().st_mode) == 0o644
+
+
+def test_case_17_tar_members_follow_the_umask(tmp_path: Path) -> None:
+    archive = tmp_path / "part.tar"
+    with tarfile.open(archive, "w") as bundle:
+        for name, kind, mode in (("images", tarfile.DIRTYPE, 0o777), ("images/a.txt", tarfile.REGTYPE, 0o666)):
+            member = tarfile.TarInfo(name)
+            member.type, member.mode = kind, mode
+            bundle.addfile(member, io.BytesIO(b"") if kind == tarfile.REGTYPE else None)
+    previous = os.umask(0o027)
+    try:
+        extract_safely(archive, tmp_path / "part")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "part").stat().st_mode) == 0o750
+    assert stat.S_IMODE((tmp_path / "part" / "images").stat().st_mode) == 0o750
+    assert stat.S_IMODE((tmp_path / "part" / "images" / "a.txt").stat().st_mode) == 0o640
+
+
+@pytest.fixture
+def without_python_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.10.0-3.10.11 and 3.11.0-3.11.3 have no ``tarfile.data_filter``: the library's checks stand alone."""
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+
+
+def test_case_4_a_hard_link_to_an_absolute_path_is_refused(tmp_path: Path, without_python_filter: None) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as bundle:
+        link = tarfile.TarInfo("x")
+        link.type, link.linkname = tarfile.LNKTYPE, str(outside)
+        bundle.addfile(link)
+        overwrite = tarfile.TarInfo("x")
+        overwrite.size = len(b"gotcha")
+        bundle.addfile(overwrite, io.BytesIO(b"gotcha"))
+    with pytest.raises(DownloadError, match="'x', a link to the absolute path"):
+        extract_safely(archive, tmp_path / "target")
+    assert outside.read_text() == "precious" and not (tmp_path / "target").exists()
+
+
+def test_case_4_a_symlink_to_an_absolute_path_is_refused(tmp_path: Path, without_python_filter: None) -> None:
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as bundle:
+        link = tarfile.TarInfo("system")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc"
+        bundle.addfile(link)
+    with pytest.raises(DownloadError, match="'system', a link to the absolute path '/etc'"):
+        extract_safely(archive, tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+
+
+def test_case_4_a_name_given_twice_with_a_link_is_refused(tmp_path: Path, without_python_filter: None) -> None:
+    archive = tmp_path / "twice.tar"
+    with tarfile.open(archive, "w") as bundle:
+        for name, kind, content in (("a.txt", tarfile.REGTYPE, b"first"), ("b.txt", tarfile.LNKTYPE, b"a.txt"),
+                                    ("b.txt", tarfile.REGTYPE, b"through the link")):
+            member = tarfile.TarInfo(name)
+            member.type = kind
+            if kind == tarfile.LNKTYPE:
+                member.linkname = content.decode()
+                bundle.addfile(member)
+            else:
+                member.size = len(content)
+                bundle.addfile(member, io.BytesIO(content))
+    with pytest.raises(DownloadError, match="'b.txt': the archive holds that name twice and one is a link"):
+        extract_safely(archive, tmp_path / "target")
+
+
+def old_and_new(tmp_path: Path) -> tuple[Path, Path]:
+    """A target holding old a.txt, b.txt and the user's own notes.txt, and a zip with new a.txt and b.txt."""
+    target = tmp_path / "target"
+    target.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (target / name).write_text("old")
+    (target / "notes.txt").write_text("mine")
+    archive = tmp_path / "new.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("a.txt", "new")
+        bundle.writestr("b.txt", "new")
+    return archive, target
+
+
+@pytest.mark.parametrize("failing_call", [1, 2, 3, 4])
+def test_case_9_an_extraction_over_a_target_is_all_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              failing_call: int) -> None:
+    """The n-th rename fails (a full disk, a crash): the target is all old or all new, never a mix."""
+    archive, target = old_and_new(tmp_path)
+    real_replace, calls = os.replace, []
+
+    def replace(source, destination) -> None:
+        calls.append(source)
+        if len(calls) == failing_call:
+            raise OSError(errno.EIO, "Input/output error")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", replace)
+    try:
+        extract_safely(archive, target)
+    except DownloadError:
+        pass
+    contents = {(target / name).read_text() for name in ("a.txt", "b.txt")}
+    assert contents in ({"old"}, {"new"}), f"a mix after a failure at rename {failing_call}"
+    assert (target / "notes.txt").read_text() == "mine"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["new.zip", "target"], "nothing left beside it"
+
+
+def test_case_9_what_a_killed_extraction_left_is_cleaned_up(tmp_path: Path) -> None:
+    archive, target = old_and_new(tmp_path)
+    killed = tmp_path / ".target.extracting-k9x2ab7q"
+    (killed / "half").mkdir(parents=True)
+    extract_safely(archive, target)
+    assert not killed.exists()
+    assert (target / "a.txt").read_text() == "new" and (target / "notes.txt").read_text() == "mine"
+
+
+def test_case_9_a_target_moved_aside_by_a_killed_swap_is_put_back(tmp_path: Path) -> None:
+    archive, target = old_and_new(tmp_path)
+    target.rename(tmp_path / ".target.replaced-k9x2ab7q")  # killed between the two renames of the swap
+    extract_safely(archive, target)
+    assert (target / "notes.txt").read_text() == "mine", "the user's file in the old tree is not lost"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["new.zip", "target"]
+
+
+def test_case_20_an_archive_with_too_many_members_is_refused_before_extraction(tmp_path: Path) -> None:
+    archive = tmp_path / "many.tar.gz"
+    with tarfile.open(archive, "w:gz") as bundle:
+        for number in range(download_module.MAX_MEMBERS + 1):
+            bundle.addfile(tarfile.TarInfo(f"f{number}"), io.BytesIO(b""))
+    with pytest.raises(DownloadError, match=f"it has {download_module.MAX_MEMBERS + 1} members, more than the"):
+        extract_safely(archive, tmp_path / "target")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["many.tar.gz"]
+
+
+def test_case_20_a_zip_with_too_many_members_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for number in range(download_module.MAX_MEMBERS + 1):
+            bundle.writestr(f"f{number}", b"")
+    with pytest.raises(DownloadError, match="members, more than the"):
+        extract_safely(archive, tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+
+
+def test_an_extraction_target_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    archive, target = old_and_new(tmp_path)
+    target.rename(tmp_path / "elsewhere")
+    target.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(DownloadError, match="is a symbolic link; an extraction replaces that folder"):
+        extract_safely(archive, target)
+    assert (tmp_path / "elsewhere" / "a.txt").read_text() == "old" and target.is_symlink()

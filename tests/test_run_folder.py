@@ -29,8 +29,9 @@ from retina_lib.training.run_folder import (
     ResumeError,
     RunFolderInUseError,
     RunFolderLock,
-    write_atomically,
 )
+from retina_lib.system import files
+from retina_lib.system.files import write_atomically
 from retina_lib.training.trainer import fit
 from test_training import FAST, assert_same_history, blob_images, tiny_net
 
@@ -151,8 +152,8 @@ def test_the_lock_is_exclusive_within_one_process_too(tmp_path: Path) -> None:
 
 
 def test_without_any_lock_mechanism_the_error_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(run_folder, "fcntl", None)
-    monkeypatch.setattr(run_folder, "msvcrt", None)
+    monkeypatch.setattr(files, "fcntl", None)
+    monkeypatch.setattr(files, "msvcrt", None)
     with pytest.raises(OSError, match="neither fcntl nor msvcrt"):
         fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path / "run", **FAST)
 
@@ -258,3 +259,59 @@ def test_kill_9_of_the_command_line_then_resume_gives_the_same_history(tmp_path:
     resumed_best = torch.load(run_dir / BEST_WEIGHTS_FILE, weights_only=True)
     for key, value in torch.load(tmp_path / "reference" / BEST_WEIGHTS_FILE, weights_only=True).items():
         torch.testing.assert_close(resumed_best[key], value, msg=key)
+
+
+# --------------------------------------------------------------------------
+# Issue 18: the lock never follows a link; a full disk or kill -9 never leaves a run stuck
+# --------------------------------------------------------------------------
+
+def test_case_3_the_lock_never_follows_a_symlink(tmp_path: Path) -> None:
+    """``lockdir/.lock -> ../precious.txt`` once made the run write its process id into precious.txt."""
+    (tmp_path / "precious.txt").write_text("mine")
+    (tmp_path / "lockdir").mkdir()
+    (tmp_path / "lockdir" / LOCK_FILE).symlink_to("../precious.txt")
+    with pytest.raises(OSError, match="symbolic link"):
+        fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path / "lockdir", **FAST)
+    assert (tmp_path / "precious.txt").read_text() == "mine"
+    assert (tmp_path / "lockdir" / LOCK_FILE).is_symlink(), "the link is left for its owner to look at"
+
+
+def test_case_3_a_lock_file_the_library_did_not_write_is_kept(tmp_path: Path) -> None:
+    (tmp_path / LOCK_FILE).write_text("notes of another program")
+    with pytest.raises(OSError, match="not written by retina_lib"):
+        fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+    assert (tmp_path / LOCK_FILE).read_text() == "notes of another program"
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   RuntimeError("[enforce fail at inline_container.cc:626] . file write failed")],
+                         ids=["ENOSPC", "torch"])
+def test_case_6_a_full_disk_at_the_first_checkpoint_says_so_and_the_run_can_start_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    real_save = torch.save
+
+    def save(obj, path, *args, **kwargs):
+        if Path(path).name.startswith(f".{CHECKPOINT_FILE}."):
+            Path(path).write_bytes(b"half a checkpoint")
+            raise error
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(OSError, match=r"no space left on the disk to write .*checkpoint.pth \(\d+ MB free"):
+        fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [], "no run file, no temporary file: not stuck"
+    fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)  # space freed: it starts again
+    assert (tmp_path / CHECKPOINT_FILE).is_file() and (tmp_path / BEST_WEIGHTS_FILE).is_file()
+
+
+def test_case_6_a_kill_during_the_first_checkpoint_leaves_a_run_that_starts_again_and_no_partial(
+        tmp_path: Path) -> None:
+    """What ``kill -9`` while the first checkpoint is written leaves: its temporary file (81 MB for LinkNet)."""
+    stale = tmp_path / f".{CHECKPOINT_FILE}.k9x2ab7q.partial"
+    stale.write_bytes(b"half a checkpoint")
+    fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+    assert not stale.exists(), "a killed writer's temporary file is deleted when the folder is next opened"
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        [BEST_WEIGHTS_FILE, CHECKPOINT_FILE, HISTORY_FILE, "curves.png"])
+

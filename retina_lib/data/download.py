@@ -19,9 +19,16 @@ What comes from the internet is not trusted:
   own size (at most :data:`MAX_EXTRACTED_BYTES`) is refused before extraction.
 * **Extraction is checked, then done out of sight.** Every member is checked
   first (no path outside the target, no link leading outside it, even through
-  other links, no device files); the archive is extracted into a temporary
-  folder beside the target and moved into place only when complete, so a
-  failure never leaves half a dataset.
+  other links or to an absolute path, no device files, at most
+  :data:`MAX_MEMBERS` members); the archive is extracted into a temporary
+  folder beside the target, forced to the disk, and swapped into place only
+  when complete, so a failure never leaves half a dataset.
+* **Files are written as the library writes every file** (see
+  :mod:`retina_lib.system.files`): a download goes to a unique temporary name,
+  its checksum is verified on the disk, and only then is it renamed into
+  place. One download of a dataset runs at a time (a lock in the data root),
+  so two notebooks opened at once wait for each other instead of failing. A
+  user's archive with a wrong checksum is moved aside, never deleted.
 * **A marker proves completeness.** Only after a complete extraction is the
   file ``.retina_lib_extracted.json`` written into the target, listing every
   extracted file with its size. A later call checks those sizes, so a
@@ -39,6 +46,7 @@ import stat
 import tarfile
 import tempfile
 import urllib.request
+import uuid
 import warnings
 import zipfile
 import zlib
@@ -51,6 +59,8 @@ from tqdm.auto import tqdm
 
 from retina_lib.data.datasets import DATASETS, data_root, load_dataset
 from retina_lib.data.readers import DatasetError
+from retina_lib.system.files import (FileLock, current_umask, folder_mode, remove_stale_partials, sync_folder,
+                                     sync_tree, write_atomically)
 
 USER_AGENT = "retina_lib (Python urllib; course material)"
 TIMEOUT_SECONDS = 60
@@ -64,8 +74,15 @@ MAX_DOWNLOAD_BYTES = 2 << 30
 MAX_EXPANSION = 20
 #: And to at most this many bytes in all, whatever its size.
 MAX_EXTRACTED_BYTES = 8 << 30
+#: An archive may hold at most this many members: the datasets' archives hold fewer than 500, while a
+#: tiny archive of 20,000 empty files would fill a folder (and the inode table) for nothing.
+MAX_MEMBERS = 10_000
 #: Written into an extraction's target folder once it is complete (see the module docstring).
 MARKER_FILE = ".retina_lib_extracted.json"
+#: The lock file in the data root held while a dataset is downloaded (``.NAME.download.lock``).
+DOWNLOAD_LOCK = ".{name}.download.lock"
+#: The lock file beside an extraction's target held while it is extracted into (``.TARGET.extract.lock``).
+EXTRACT_LOCK = ".{name}.extract.lock"
 
 
 class DownloadError(OSError):
@@ -173,6 +190,16 @@ def download(name: str, root: str | Path | None = None, *, urls: Mapping[str, Se
     by_hand = not any((root / archive.extract_to / MARKER_FILE).exists() for archive in archives)
     if all(problem is None for problem in problems.values()) or (by_hand and _layout_problem(name, root) is None):
         return folder  # extracted and verified before, or put there by hand (no marker)
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(root / DOWNLOAD_LOCK.format(name=name)).held():  # a second download waits for the first
+        _download_and_extract(name, archives, mirrors, root, progress)
+    return folder
+
+
+def _download_and_extract(name: str, archives: Sequence[Archive], mirrors: Mapping[str, Sequence[str]],
+                          root: Path, progress: bool) -> None:
+    """The work of :func:`download`, under its lock: what another download finished meanwhile is not redone."""
+    problems = {archive.filename: extraction_problem(archive, root) for archive in archives}
     for archive in archives:
         problem = problems[archive.filename]
         if problem is None:
@@ -189,7 +216,6 @@ def download(name: str, root: str | Path | None = None, *, urls: Mapping[str, Se
     if problem is not None:
         raise DownloadError(f"{name}: the archives were downloaded and extracted, but the result is "
                             f"not the expected layout:\n{problem}")
-    return folder
 
 
 def _mirrors(archives: Sequence[Archive], urls: Mapping[str, Sequence[str]] | None) -> dict[str, list[str]]:
@@ -219,12 +245,9 @@ def _layout_problem(name: str, root: Path) -> str | None:
 
 def _write_marker(target: Path, archive: Archive, files: Optional[Mapping[str, int]]) -> None:
     """Record in ``target`` which archive was extracted there and every file's size (None: under way)."""
-    marker = target / MARKER_FILE
-    partial = marker.with_name(marker.name + ".part")
     content = {"archive": archive.filename, "sha256": archive.sha256, "complete": files is not None,
                "files": dict(files or {})}
-    partial.write_text(json.dumps(content, indent=1))
-    partial.replace(marker)
+    write_atomically(target / MARKER_FILE, lambda path: path.write_text(json.dumps(content, indent=1)))
 
 
 def extraction_problem(archive: Archive, root: Path) -> Optional[str]:
@@ -270,10 +293,11 @@ def _fetch_verified(archive: Archive, urls: Sequence[str], folder: Path, progres
         actual = sha256_of(destination)
         if actual == archive.sha256:
             return destination
-        destination.unlink()
+        kept = _move_aside(destination, actual)
         warnings.warn(f"{destination}: sha256 mismatch (expected {archive.sha256}, got {actual}); "
-                      "deleted it and downloading it again", stacklevel=3)
+                      f"moved it to {kept} (kept, not deleted) and downloading it again", stacklevel=3)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(folder, [archive.filename])  # left by a killed download; the download lock is held
     limit = archive.size if archive.size is not None else MAX_DOWNLOAD_BYTES
     failures = []
     for url in urls:
@@ -289,95 +313,149 @@ def _fetch_verified(archive: Archive, urls: Sequence[str], folder: Path, progres
     )
 
 
-def _download_to(url: str, destination: Path, sha256: str, limit: int, progress: bool) -> None:
-    """Stream ``url`` into a ``.part`` file, check its size and checksum, then rename it to ``destination``.
+def _move_aside(path: Path, sha256: str) -> Path:
+    """Rename ``path`` to an unused ``NAME.sha256-XXXXXXXXXXXX[-N]`` beside it and return the new name."""
+    number = 0
+    while True:
+        aside = path.with_name(f"{path.name}.sha256-{sha256[:12]}" + (f"-{number}" if number else ""))
+        if not aside.exists() and not aside.is_symlink():
+            path.rename(aside)
+            return aside
+        number += 1
 
-    Writing to a ``.part`` file first means an interrupted download never
-    leaves a file that looks complete. More than ``limit`` bytes (announced
-    or received) stop the download at once: an endless or oversized answer
-    cannot fill the disk before the checksum would refuse it.
+
+def _download_to(url: str, destination: Path, sha256: str, limit: int, progress: bool) -> None:
+    """Stream ``url`` into a temporary file, check its size and the file's checksum, then rename it.
+
+    The temporary file (see :func:`retina_lib.system.files.write_atomically`)
+    means an interrupted download never leaves a file that looks complete.
+    The checksum is computed by reading the written file back, not from the
+    received stream, so what is verified is what will be extracted. More than ``limit``
+    bytes (announced or received) stop the download at once: an endless or
+    oversized answer cannot fill the disk before the checksum would refuse it.
     """
-    partial = destination.with_name(destination.name + ".part")
+
+    def receive(partial: Path) -> None:
+        _receive(url, partial, destination.name, limit, progress)
+        actual = sha256_of(partial)  # the file as written, which is what will be extracted
+        if actual != sha256:
+            raise DownloadError(
+                f"sha256 mismatch: expected {sha256}, got {actual}; deleted the downloaded file "
+                "(a changed or truncated archive, or a web page served instead of it)"
+            )
+
+    write_atomically(destination, receive)
+
+
+def _receive(url: str, partial: Path, label: str, limit: int, progress: bool) -> None:
+    """Stream ``url`` into the file ``partial``, stopping beyond ``limit`` bytes or short of the announced size."""
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    digest = hashlib.sha256()
     received = 0
-    try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response, open(partial, "wb") as out:
-            size = int(response.headers.get("Content-Length") or 0) or None
-            if size is not None and size > limit:
-                raise DownloadError(f"the server announces {size} bytes, more than the expected {limit}")
-            with tqdm(total=size, unit="B", unit_scale=True, desc=destination.name, disable=not progress) as bar:
-                while chunk := response.read(CHUNK_BYTES):
-                    received += len(chunk)
-                    if received > limit:
-                        raise DownloadError(f"stopped after {received} bytes: more than the expected {limit}")
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-            if size is not None and received < size:
-                raise DownloadError(f"the transfer stopped after {received} of the {size} bytes announced")
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    actual = digest.hexdigest()
-    if actual != sha256:
-        partial.unlink()
-        raise DownloadError(
-            f"sha256 mismatch: expected {sha256}, got {actual}; deleted the downloaded file "
-            "(a changed or truncated archive, or a web page served instead of it)"
-        )
-    partial.replace(destination)
+    with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response, open(partial, "wb") as out:
+        size = int(response.headers.get("Content-Length") or 0) or None
+        if size is not None and size > limit:
+            raise DownloadError(f"the server announces {size} bytes, more than the expected {limit}")
+        with tqdm(total=size, unit="B", unit_scale=True, desc=label, disable=not progress) as bar:
+            while chunk := response.read(CHUNK_BYTES):
+                received += len(chunk)
+                if received > limit:
+                    raise DownloadError(f"stopped after {received} bytes: more than the expected {limit}")
+                out.write(chunk)
+                bar.update(len(chunk))
+        if size is not None and received < size:
+            raise DownloadError(f"the transfer stopped after {received} of the {size} bytes announced")
 
 
 # --- safe extraction ----------------------------------------------------------------------
 
 
-def extract_safely(archive: Path, target: Path, *, max_bytes: Optional[int] = None) -> dict[str, int]:
+def extract_safely(archive: Path, target: Path, *, max_bytes: Optional[int] = None,
+                   max_members: int = MAX_MEMBERS) -> dict[str, int]:
     """Extract a zip or tar archive into ``target``, refusing anything unsafe; return {file: size}.
 
     Archives from the internet can contain names such as ``../../.bashrc``,
-    absolute paths, symbolic links that point elsewhere, directly or through
-    other links of the archive ("path traversal"), device files, or members
-    that expand to far more than the archive's size ("bombs"). Every member is
-    checked before anything is written, and the first offending member raises
-    a :class:`DownloadError` naming it. ``max_bytes`` caps the total size of
-    the members (default: :data:`MAX_EXPANSION` times the archive's size, at
-    most :data:`MAX_EXTRACTED_BYTES`).
+    absolute paths, symbolic or hard links that point elsewhere, directly or
+    through other links of the archive ("path traversal"), device files, or
+    members that expand to far more than the archive's size ("bombs"). Every
+    member is checked before anything is written, and the first offending
+    member raises a :class:`DownloadError` naming it. ``max_bytes`` caps the
+    total size of the members (default: :data:`MAX_EXPANSION` times the
+    archive's size, at most :data:`MAX_EXTRACTED_BYTES`), ``max_members``
+    their number.
 
-    The members are extracted into a temporary folder beside ``target`` and
-    moved into ``target`` only when all are written, so an error leaves
-    ``target`` as it was. Files already in ``target`` with the same names are
-    replaced; others stay. The result maps each extracted regular file's
-    path (relative to ``target``, with ``/``) to its size.
+    All or nothing: the members are extracted into a temporary folder beside
+    ``target`` and forced to the disk; files already in ``target`` that the
+    archive does not hold are linked (or copied) in beside them; only then
+    does the temporary folder take ``target``'s place. An error at any point
+    leaves ``target`` as it was. So files already in ``target`` with the same
+    names as members are replaced; others stay. The temporary folders of an
+    extraction that was killed are cleaned up by the next one (extractions
+    into one target take turns, under a lock beside it). Files and folders
+    get the modes the umask gives. The result maps each extracted regular
+    file's path (relative to ``target``, with ``/``) to its size.
     """
     archive, target = Path(archive), Path(target)
+    if target.is_symlink():
+        raise DownloadError(f"{target} is a symbolic link; an extraction replaces that folder, so it would not "
+                            f"land where the link points: extract into {os.path.realpath(target)} instead, "
+                            f"or remove the link")
     if max_bytes is None:
         max_bytes = min(MAX_EXTRACTED_BYTES, MAX_EXPANSION * archive.stat().st_size)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.extracting-"))
-    try:
+    with FileLock(target.parent / EXTRACT_LOCK.format(name=target.name)).held():
+        _clean_up_after_killed_extractions(target)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}{STAGING_INFIX}"))
         try:
-            if zipfile.is_zipfile(archive):
-                _extract_zip(archive, staging, max_bytes)
-            elif tarfile.is_tarfile(archive):
-                _extract_tar(archive, staging, max_bytes)
-            else:
-                raise DownloadError(f"{archive}: neither a zip nor a tar archive")
-            files = _regular_files(staging)
-            _move_into_place(staging, target)
-        except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, zlib.error, ValueError) as error:
-            if isinstance(error, DownloadError):
-                raise
-            raise DownloadError(f"{archive}: cannot extract it into {target} "
-                                f"({type(error).__name__}: {error})") from error
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            try:
+                if zipfile.is_zipfile(archive):
+                    _extract_zip(archive, staging, max_bytes, max_members)
+                elif tarfile.is_tarfile(archive):
+                    _extract_tar(archive, staging, max_bytes, max_members)
+                else:
+                    raise DownloadError(f"{archive}: neither a zip nor a tar archive")
+                files = _regular_files(staging)
+                os.chmod(staging, folder_mode())  # mkdtemp makes it private (0700) whatever the umask
+                _swap_into_place(staging, target)
+            except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, zlib.error, ValueError) as error:
+                if isinstance(error, DownloadError):
+                    raise
+                raise DownloadError(f"{archive}: cannot extract it into {target} "
+                                    f"({type(error).__name__}: {error})") from error
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return files
 
 
-def _extract_zip(archive: Path, staging: Path, max_bytes: int) -> None:
+#: The temporary folders beside an extraction's target: ``.TARGET.extracting-*`` holds the new
+#: tree, ``.TARGET.replaced-*`` the old one during the swap.
+STAGING_INFIX = ".extracting-"
+REPLACED_INFIX = ".replaced-"
+
+
+def _clean_up_after_killed_extractions(target: Path) -> None:
+    """Remove what a killed extraction into ``target`` left beside it; put back a target it had moved away.
+
+    Called under the extraction lock, so no other extraction is using them.
+    """
+    for entry in target.parent.iterdir():
+        if entry.is_symlink() or not entry.is_dir():
+            continue
+        if entry.name.startswith(f".{target.name}{REPLACED_INFIX}") and not target.exists():
+            os.replace(entry, target)  # killed between the two renames of the swap: the old tree goes back
+        elif entry.name.startswith((f".{target.name}{STAGING_INFIX}", f".{target.name}{REPLACED_INFIX}")):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _check_member_count(archive: Path, count: int, max_members: int) -> None:
+    if count > max_members:
+        raise DownloadError(f"{archive}: refusing to extract it: it has {count} members, more than the "
+                            f"{max_members} allowed (the datasets' archives hold fewer than 500)")
+
+
+def _extract_zip(archive: Path, staging: Path, max_bytes: int, max_members: int) -> None:
     with zipfile.ZipFile(archive) as bundle:
         members = bundle.infolist()
+        _check_member_count(archive, len(members), max_members)
         for member in members:
             _check_inside(member.filename, archive)
             if stat.S_ISLNK(member.external_attr >> 16):
@@ -387,13 +465,27 @@ def _extract_zip(archive: Path, staging: Path, max_bytes: int) -> None:
         bundle.extractall(staging)
 
 
-def _extract_tar(archive: Path, staging: Path, max_bytes: int) -> None:
+def _extract_tar(archive: Path, staging: Path, max_bytes: int, max_members: int) -> None:
     with tarfile.open(archive) as bundle:
-        members = bundle.getmembers()
+        members = []
+        for member in bundle:  # counted while reading, so a huge member table is not read in full
+            members.append(member)
+            _check_member_count(archive, len(members), max_members)
         links = {_parts(member.name): member.linkname for member in members if member.issym()}
+        umask = current_umask()
+        link_names: set[tuple[str, ...]] = set()
+        seen: set[tuple[str, ...]] = set()
         for member in members:
             _check_tar_member(member, links, archive)
-            member.mode = member.mode & 0o755 | (0o700 if member.isdir() else 0o600)  # no setuid, no world-writing
+            parts = _parts(member.name)
+            if parts in seen and (parts in link_names or member.issym() or member.islnk()):
+                raise DownloadError(f"{archive}: refusing to extract member {member.name!r}: the archive holds "
+                                    f"that name twice and one is a link (writing the second through the first)")
+            seen.add(parts)
+            if member.issym() or member.islnk():
+                link_names.add(parts)
+            # No setuid, no world-writing; readable by the owner; then the umask, as for any new file.
+            member.mode = (member.mode & 0o755 | (0o700 if member.isdir() else 0o600)) & ~umask
         _check_total_size(archive, sum(member.size for member in members if member.isfile()), max_bytes)
         # Python's own "data" filter (3.12, back-ported to 3.11.4 and 3.10.12) repeats these checks.
         safety = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
@@ -453,6 +545,10 @@ def _check_tar_member(member: tarfile.TarInfo, links: Mapping[tuple[str, ...], s
     if any(parts[:end] in links for end in range(1, len(parts))):
         raise DownloadError(f"{archive}: refusing to extract member {member.name!r}, it would be written "
                             f"through a symbolic link of the archive")
+    if (member.issym() or member.islnk()) and (PurePosixPath(member.linkname.replace("\\", "/")).is_absolute()
+                                               or PureWindowsPath(member.linkname).drive):
+        raise DownloadError(f"{archive}: refusing to extract member {member.name!r}, a link to the absolute "
+                            f"path {member.linkname!r}")
     if member.issym():
         destination = _resolve(parts[:-1] + _parts(member.linkname), links)
     elif member.islnk():
@@ -477,13 +573,54 @@ def _regular_files(folder: Path) -> dict[str, int]:
     return files
 
 
-def _move_into_place(staging: Path, target: Path) -> None:
-    """Move the extracted tree into ``target``: one rename if it is new, else file by file."""
+def _swap_into_place(staging: Path, target: Path) -> None:
+    """Make the complete tree in ``staging`` the new ``target`` in one rename, keeping target's other files.
+
+    Everything is forced to the disk first. A new target is one rename. An
+    existing one first gets its files that the archive does not hold linked
+    (or copied) into ``staging``; then it is renamed aside, ``staging``
+    renamed into its place, and the old tree deleted. If the second rename
+    fails the old tree is renamed back.
+    """
+    if target.exists():
+        _carry_over(target, staging)
+    sync_tree(staging)
     if not target.exists():
         os.replace(staging, target)
+        sync_folder(target.parent)
         return
-    for directory, folders, names in os.walk(staging):
-        relative = Path(directory).relative_to(staging)
-        (target / relative).mkdir(exist_ok=True)
+    aside = target.with_name(f".{target.name}{REPLACED_INFIX}{uuid.uuid4().hex[:8]}")
+    os.replace(target, aside)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        os.replace(aside, target)
+        raise
+    sync_folder(target.parent)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Put into ``new`` every file, link and folder of ``old`` that ``new`` lacks (hard links where possible)."""
+    for directory, folders, names in os.walk(old):
+        relative = Path(directory).relative_to(old)
+        destination = new / relative
+        if destination.is_symlink() or not destination.is_dir():
+            folders[:] = []  # the archive has a file or link where old had this folder: the archive wins
+            continue
         for name in names + [folder for folder in folders if (Path(directory) / folder).is_symlink()]:
-            os.replace(Path(directory) / name, target / relative / name)
+            source, copy = Path(directory) / name, destination / name
+            if copy.exists() or copy.is_symlink():
+                continue  # the archive's member replaces it
+            if source.is_symlink():
+                os.symlink(os.readlink(source), copy)
+            else:
+                try:
+                    os.link(source, copy)
+                except OSError:  # a file system without hard links
+                    shutil.copy2(source, copy)
+        for folder in folders:
+            if not (Path(directory) / folder).is_symlink() and not (destination / folder).exists() \
+                    and not (destination / folder).is_symlink():
+                (destination / folder).mkdir()
+                shutil.copystat(Path(directory) / folder, destination / folder)

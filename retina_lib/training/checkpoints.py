@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 from retina_lib.epoch_loop import EpochResult
-from retina_lib.training.run_folder import BEST_WEIGHTS_FILE, CHECKPOINT_FILE, ResumeError, save_curves, save_history, write_atomically
+from retina_lib.system.files import write_atomically
+from retina_lib.training.run_folder import BEST_WEIGHTS_FILE, CHECKPOINT_FILE, ResumeError, save_curves, save_history
 from retina_lib.training.weights import (CHECKPOINT_FORMAT_VERSION, WeightsError, architecture_problems, check_state_dict,
                                         checkpoint_version_problem, integer_weights_problem, is_full_checkpoint,
                                         safe_torch_load)
@@ -246,6 +247,8 @@ class RunState:
         self.best_score = -math.inf
         self.best_epoch = 0
         self.best_model = cpu_copy(model.state_dict())
+        # Whether linknet.pth holds best_model: not yet, and not surely after a resume (see save).
+        self.best_on_disk = False
 
     def end_epoch(self, epoch: int, train: EpochResult, val: Optional[EpochResult], lr: float,
                   seconds: float) -> bool:
@@ -337,11 +340,19 @@ class RunState:
             raise ResumeError(f"cannot resume {source}: it has no learning-rate schedule state")
 
     def save(self, run_dir: Path, improved: bool, draw_curves: bool) -> None:
-        """Write this epoch's files: linknet.pth if improved, the checkpoint, the history (and curves)."""
-        if improved:
-            write_atomically(run_dir / BEST_WEIGHTS_FILE, lambda path: torch.save(self.best_model, path))
+        """Write this epoch's files: the checkpoint, linknet.pth if improved, the history (and curves).
+
+        The checkpoint comes first: a run stopped while writing it (a full
+        disk, ``kill -9``) in its first epoch leaves no run file, so it can be
+        started again, and one stopped later can be resumed. The checkpoint
+        holds the best weights too, so linknet.pth is also written on the
+        first save after a resume, in case the stop came before it.
+        """
         checkpoint = self.checkpoint()
         write_atomically(run_dir / CHECKPOINT_FILE, lambda path: torch.save(checkpoint, path))
+        if improved or not self.best_on_disk:
+            write_atomically(run_dir / BEST_WEIGHTS_FILE, lambda path: torch.save(self.best_model, path))
+            self.best_on_disk = True
         save_history(self.history, run_dir)
         if draw_curves:
             save_curves(self.history, run_dir)

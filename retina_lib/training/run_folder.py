@@ -15,33 +15,24 @@ Two things protect that folder:
    files with the first one's. The operating system drops the lock when the
    process ends, however it ends (even ``kill -9`` or a power cut), so an
    interrupted run can always be resumed.
-2. **Whole files only.** :func:`write_atomically` writes each file under a
-   unique temporary name in the same folder, forces it to the disk, then
-   renames it over the old one. Readers (and a run resumed after a crash) see
-   either the old file or the new one, never half of one.
+2. **Whole files only.** Every file is written with
+   :func:`retina_lib.system.files.write_atomically`: under a temporary name,
+   forced to the disk, renamed over the old one. Readers (and a run resumed
+   after a crash) see either the old file or the new one, never half of one;
+   the temporary files of a run that was killed are deleted when the folder
+   is next opened.
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import matplotlib.pyplot as plt
 
 from retina_lib import plotter
-
-try:  # Linux, macOS and other Unix systems
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-try:
-    import msvcrt
-except ImportError:  # everything but Windows
-    msvcrt = None
+from retina_lib.system.files import FileLock, remove_stale_partials, write_atomically
 
 BEST_WEIGHTS_FILE = "linknet.pth"
 CHECKPOINT_FILE = "checkpoint.pth"
@@ -51,8 +42,6 @@ CURVES_FILE = "curves.png"
 RUN_FILES = (BEST_WEIGHTS_FILE, CHECKPOINT_FILE, HISTORY_FILE, CURVES_FILE)
 #: Held (locked) by the process that trains into the folder; deleted when it finishes.
 LOCK_FILE = ".lock"
-#: The ending of the temporary files that :func:`write_atomically` renames into place.
-PARTIAL_SUFFIX = ".partial"
 
 
 class ResumeError(ValueError):
@@ -64,47 +53,8 @@ class RunFolderInUseError(OSError):
 
 
 # --------------------------------------------------------------------------
-# Writing whole files only
+# The run's files
 # --------------------------------------------------------------------------
-
-def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write(temporary_path)``, then rename the result to ``path`` in one step.
-
-    The temporary file has a unique name in the same folder, so ``os.replace``
-    is a rename on the same file system, and two writers never share a
-    temporary file. Before the rename the file's data is forced to the disk,
-    and after it the folder's entry (where the operating system allows opening
-    a folder, as on Linux and macOS): without both, a power cut soon after
-    could leave an empty file under the final name.
-    """
-    path = Path(path)
-    descriptor, temporary_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX)
-    os.close(descriptor)
-    temporary = Path(temporary_name)
-    try:
-        write(temporary)
-        with open(temporary, "rb+") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _sync_folder(path.parent)
-
-
-def _sync_folder(folder: Path) -> None:
-    """Force a folder's entries (a rename into it) to the disk, where the system can open a folder."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:  # Windows cannot open a folder; its file system commits renames itself
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:  # some file systems (and Windows) refuse fsync on a folder
-        pass
-    finally:
-        os.close(descriptor)
-
 
 def save_history(history: Mapping[str, list[float]], run_dir: Path) -> None:
     """Write the history as ``history.json``."""
@@ -114,101 +64,38 @@ def save_history(history: Mapping[str, list[float]], run_dir: Path) -> None:
 def save_curves(history: Mapping[str, list[float]], run_dir: Path) -> None:
     """Draw the history into ``curves.png`` with :func:`retina_lib.plotter.plot_history`."""
 
-    def draw(path: Path) -> None:
-        # Closed at once: else a notebook would show one figure per epoch at the end of the cell.
-        plt.close(plotter.plot_history(history, save_to=path))
-
-    write_atomically(run_dir / CURVES_FILE, draw)
+    # Closed at once: else a notebook would show one figure per epoch at the end of the cell.
+    plt.close(plotter.plot_history(history, save_to=run_dir / CURVES_FILE))  # written whole by save_figure
 
 
 # --------------------------------------------------------------------------
 # One run at a time
 # --------------------------------------------------------------------------
 
-def _try_lock(descriptor: int) -> bool:
-    """Lock an open file exclusively without waiting: True if locked, False if another process holds it."""
-    if fcntl is not None:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-    os.lseek(descriptor, 0, os.SEEK_SET)
-    try:
-        msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
-    except OSError:  # Windows reports a held lock as a permission or deadlock error
-        return False
-    return True
-
-
 class RunFolderLock:
     """An exclusive lock on a run folder, held from :meth:`acquire` to :meth:`release`.
 
-    The lock belongs to an open file, ``FOLDER/.lock``, so the operating
-    system releases it when the process ends in any way. The file holds the
-    process id of its holder, for the error message of a refused second run.
+    The lock is a :class:`~retina_lib.system.files.FileLock` on ``FOLDER/.lock``:
+    the operating system releases it when the process ends in any way, it is
+    never taken through a symbolic link, and a ``.lock`` file that the library
+    did not write is refused, not truncated or deleted.
     """
 
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / LOCK_FILE
-        self._descriptor: int | None = None
+        self._lock = FileLock(self.path)
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`RunFolderInUseError` naming the process that holds it."""
-        if fcntl is None and msvcrt is None:
-            raise OSError(f"cannot lock the run folder {self.path.parent}: this system offers neither fcntl nor "
-                          f"msvcrt file locks, so the folder cannot be protected from a second run; train with "
-                          f"out_dir=None (save nothing)")
-        while True:
-            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                locked = _try_lock(descriptor)
-            except OSError as error:
-                os.close(descriptor)
-                raise OSError(f"cannot lock the run folder {self.path.parent} ({error}); its file system may not "
-                              f"support locks (a network drive?): train into a local folder") from error
-            if not locked:
-                os.close(descriptor)
-                raise RunFolderInUseError(
-                    f"{self.path.parent} is in use by another training run ({self._holder()}): two runs in one "
-                    f"folder would mix their files; wait for it to end, or choose another out_dir (--out)"
-                )
-            if self._still_named(descriptor):
-                break
-            # The previous holder deleted the file between our open and our lock: lock the new one.
-            os.close(descriptor)
-        os.ftruncate(descriptor, 0)
-        os.write(descriptor, f"{os.getpid()}\n".encode())
-        self._descriptor = descriptor
-
-    def _still_named(self, descriptor: int) -> bool:
-        """Whether the locked file is still the one called ``.lock`` (not deleted by its last holder)."""
-        try:
-            return os.path.samestat(os.fstat(descriptor), os.stat(self.path))
-        except FileNotFoundError:
-            return False
-
-    def _holder(self) -> str:
-        try:
-            pid = self.path.read_text().strip()
-        except OSError:  # Windows does not let others read a locked byte
-            pid = ""
-        return f"process {pid}, see {self.path}" if pid.isdigit() else f"see {self.path}"
+        if not self._lock.acquire(wait=False):
+            raise RunFolderInUseError(
+                f"{self.path.parent} is in use by another training run ({self._lock.holder()}): two runs in one "
+                f"folder would mix their files; wait for it to end, or choose another out_dir (--out)"
+            )
 
     def release(self) -> None:
         """Delete the lock file and let go of the lock (a second call does nothing)."""
-        if self._descriptor is None:
-            return
-        try:  # deleted while still held, so nobody can lock the file just before it disappears
-            self.path.unlink()
-            deleted = True
-        except OSError:  # Windows cannot delete an open file
-            deleted = False
-        os.close(self._descriptor)  # closing the file releases the lock
-        self._descriptor = None
-        if not deleted:  # on Windows this fails if another process has opened it meanwhile: it stays, harmless
-            with contextlib.suppress(OSError):
-                self.path.unlink()
+        self._lock.release()
 
     def __enter__(self) -> RunFolderLock:
         self.acquire()
@@ -265,4 +152,5 @@ def open_run_folder(folder: Path, resume: bool, lock: bool = True) -> Iterator[P
     folder.mkdir(parents=True, exist_ok=True)
     with RunFolderLock(folder):
         check_run_folder(folder, resume)
+        remove_stale_partials(folder, RUN_FILES)  # left by a run killed while writing; the lock keeps writers out
         yield folder
