@@ -91,7 +91,7 @@ def test_train_evaluate_predict_round_trip(tmp_path: Path, capsys) -> None:
 def test_missing_weights_is_one_line(tmp_path: Path, capsys) -> None:
     image = tmp_path / "photo.png"
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(image)
-    status, _, err = run(capsys, "predict", str(image), "--weights", str(tmp_path / "nothing.pth"), "--device", "cpu")
+    status, _, err = run(capsys, "predict", str(image), "--weights", str(tmp_path / "nothing.pth"), "--device", "cpu", "--threshold", "0.5")
     assert_one_line_error(status, err, "weights file not found")
 
 
@@ -114,7 +114,7 @@ def test_unreadable_image_is_one_line(tmp_path: Path, capsys) -> None:
     torch.save(LinkNet().state_dict(), weights)
     broken = tmp_path / "broken.png"
     broken.write_text("this is not a picture")
-    status, _, err = run(capsys, "predict", str(broken), "--weights", str(weights), "--device", "cpu")
+    status, _, err = run(capsys, "predict", str(broken), "--weights", str(weights), "--device", "cpu", "--threshold", "0.5")
     assert_one_line_error(status, err, "broken.png")
 
 
@@ -126,7 +126,7 @@ def test_a_link_loop_among_the_images_is_one_line_and_the_others_are_predicted(t
     (tmp_path / "loop.png").symlink_to("loop.png")
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(tmp_path / "other.png")
     status, out, err = run(capsys, "predict", str(tmp_path / "loop.png"), str(tmp_path / "other.png"),
-                           "--weights", str(weights), "--device", "cpu")
+                           "--weights", str(weights), "--device", "cpu", "--threshold", "0.5")
     assert_one_line_error(status, err, "1 of 2 image(s) could not be predicted")
     assert "loop.png: a symbolic link that leads back to itself" in err
     assert (tmp_path / "other_prob.png").is_file() and (tmp_path / "other_mask.png").is_file()
@@ -199,14 +199,14 @@ def test_case_1_predict_keeps_an_expert_label_named_like_its_mask(tmp_path: Path
     label = tmp_path / "eye_mask.png"
     Image.fromarray(np.eye(40, 48, dtype=np.uint8) * 255).save(label)
     before = label.read_bytes()
-    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu")
+    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu", "--threshold", "0.5")
     assert_one_line_error(status, err, "eye_mask.png already exists and was not written by retina_lib")
     assert label.read_bytes() == before and not (tmp_path / "eye_prob.png").exists(), "nothing was written"
 
-    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu", "--overwrite")
+    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu", "--threshold", "0.5", "--overwrite")
     assert status == 0, err
     assert label.read_bytes() != before, "--overwrite replaces it, as asked"
-    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu")
+    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu", "--threshold", "0.5")
     assert status == 0, "predict's own maps are replaced without --overwrite: " + err
 
 
@@ -214,7 +214,7 @@ def test_case_1_predict_never_overwrites_the_weights(tmp_path: Path, capsys, wei
     eye = photo(tmp_path / "eye.png")
     weights = tmp_path / "eye_prob.png"
     weights.write_bytes(weights_file.read_bytes())
-    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights), "--device", "cpu", "--overwrite")
+    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights), "--device", "cpu", "--threshold", "0.5", "--overwrite")
     assert_one_line_error(status, err, "would overwrite the weights")
     assert weights.read_bytes() == weights_file.read_bytes()
 
@@ -274,7 +274,7 @@ def test_case_2_a_read_only_json_folder_is_refused_before_evaluating(tmp_path: P
 def test_case_5_a_full_disk_keeps_the_previous_prediction_pair(tmp_path: Path, capsys, weights_file: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     eye = photo(tmp_path / "eye.png")
-    assert run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu")[0] == 0
+    assert run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu", "--threshold", "0.5")[0] == 0
     outputs = [tmp_path / "eye_prob.png", tmp_path / "eye_mask.png"]
     before = [path.read_bytes() for path in outputs]
     photo(eye, seed=1)  # a new photograph: new maps
@@ -288,7 +288,7 @@ def test_case_5_a_full_disk_keeps_the_previous_prediction_pair(tmp_path: Path, c
         return real_save(self, fp, *args, **kwargs)
 
     monkeypatch.setattr(Image.Image, "save", save)
-    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu")
+    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu", "--threshold", "0.5")
     assert_one_line_error(status, err, "no space left on the disk")
     assert [path.read_bytes() for path in outputs] == before, "the previous pair is kept whole and together"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["eye.png", "eye_mask.png", "eye_prob.png"]
@@ -298,5 +298,5 @@ def test_case_18_predict_forces_its_maps_to_the_disk(tmp_path: Path, capsys, wei
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     eye = photo(tmp_path / "eye.png")
     synced = fsynced_names(monkeypatch)
-    assert run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu")[0] == 0
+    assert run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu", "--threshold", "0.5")[0] == 0
     assert was_synced("eye_prob.png", synced) and was_synced("eye_mask.png", synced), synced
