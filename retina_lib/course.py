@@ -61,12 +61,13 @@ def course_threads(smoke: bool) -> int:
     takes microseconds: the waiting then costs more than the work, and far
     more when another program (JupyterLab, a browser, a second notebook)
     holds one of the cores, because the operation cannot finish until the
-    descheduled thread gets that core back. Measured with
-    ``benchmarks/threads.py`` on 2 cores (``benchmarks/threads_cpu.json``): a
-    smoke-sized training step is slower with 2 threads than with 1 on a quiet
-    machine and many times slower with one core busy, while the full
-    course's 512 x 512 step is faster with 2 threads. So smoke mode uses one
-    thread and full mode keeps PyTorch's default (one per core).
+    descheduled thread gets that core back. On 2 busy cores, notebook 03 in
+    smoke mode took 72 s with 2 threads against 38 s with 1, and one
+    smoke-sized training step (64 x 64, batch 2) 75 s against 1.8 s (one
+    round of ``benchmarks/threads.py``, load average 10). So smoke mode uses
+    one thread. Full mode keeps PyTorch's default (one per core): its
+    512 x 512 steps are large enough for the split to pay (the test
+    conftest's measurement; ``benchmarks/threads.py`` times both sizes).
 
     An explicit ``OMP_NUM_THREADS`` is the learner's choice and always wins.
     """

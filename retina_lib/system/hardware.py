@@ -144,8 +144,8 @@ def default_channels_last(device: torch.device | str) -> bool:
     Channels-last stores the channels of a pixel next to each other
     (N, H, W, C in memory), the layout fast convolution kernels want. Whether
     it pays depends on the device kind, so it is chosen by what it gained in
-    LinkNet's training step (``benchmarks/memory_format.py``, batch 4,
-    512 x 512, results in ``benchmarks/memory_format_cpu.json``):
+    LinkNet's training step (``benchmarks/bench.py`` and
+    ``benchmarks/memory_format.py``; numbers in benchmarks/README.md):
 
     * CUDA GPUs: yes (tensor cores read channels-last; see benchmarks/README.md).
     * CPUs with AVX-512: yes. oneDNN's AVX-512 kernels work on channels-last
@@ -153,9 +153,10 @@ def default_channels_last(device: torch.device | str) -> bool:
       and the bfloat16 step too.
     * CPUs without AVX-512 (AMD before Zen 4, many laptops): no. There the
       step did not gain from channels-last (reported: 0.88x on a 2-core
-      AMD EPYC without AVX-512; measured here with ``ONEDNN_MAX_CPU_ISA=AVX2``,
-      see benchmarks/README.md). Nothing in LinkNet's forward or in the
-      training step leaves channels-last (checked op by op, and oneDNN
+      AMD EPYC without AVX-512, and 1.00x in a second run; emulated here with
+      ``ONEDNN_MAX_CPU_ISA=AVX2`` on a loaded machine: 1.04x for ours and
+      1.05x for segmentation_models_pytorch's). Nothing in LinkNet's
+      forward or in the training step leaves channels-last (checked op by op, and oneDNN
       reorders no activation), but PyTorch still copies every convolution's
       weight gradient into its weight's channels-last layout.
     * Apple's MPS: no (not measured).
