@@ -38,6 +38,10 @@ def smoke_mode() -> bool:
     return os.environ.get("CI", "").strip().lower() in _TRUE_WORDS
 
 
+#: PyTorch's own thread count when this module was imported (one per core, or OMP_NUM_THREADS).
+DEFAULT_THREADS = torch.get_num_threads()
+
+
 @dataclass
 class CourseSetup:
     """What the setup cell of a notebook decided."""
@@ -45,16 +49,43 @@ class CourseSetup:
     device: torch.device
     smoke: bool
     seed: int
+    threads: int
+
+
+def course_threads(smoke: bool) -> int:
+    """How many CPU threads PyTorch should use for the notebook's work: 1 in smoke mode, else its default.
+
+    Why: every PyTorch operation on the CPU is split over the threads, and
+    each split ends at a barrier where the threads wait for each other. Smoke
+    mode trains on 64 x 64 pictures in batches of 1 or 2, where one operation
+    takes microseconds: the waiting then costs more than the work, and far
+    more when another program (JupyterLab, a browser, a second notebook)
+    holds one of the cores, because the operation cannot finish until the
+    descheduled thread gets that core back. On 2 busy cores, notebook 03 in
+    smoke mode took 72 s with 2 threads against 38 s with 1, and one
+    smoke-sized training step (64 x 64, batch 2) 75 s against 1.8 s (one
+    round of ``benchmarks/threads.py``, load average 10). So smoke mode uses
+    one thread. Full mode keeps PyTorch's default (one per core): its
+    512 x 512 steps are large enough for the split to pay (the test
+    conftest's measurement; ``benchmarks/threads.py`` times both sizes).
+
+    An explicit ``OMP_NUM_THREADS`` is the learner's choice and always wins.
+    """
+    if os.environ.get("OMP_NUM_THREADS", "").strip():
+        return DEFAULT_THREADS
+    return 1 if smoke else DEFAULT_THREADS
 
 
 def setup(seed: int = 0, device: str = "auto") -> CourseSetup:
-    """Seed everything, pick the device, and say both out loud."""
+    """Seed everything, pick the device and the CPU thread count (:func:`course_threads`), and say them out loud."""
     seed_everything(seed)
     chosen = pick_device(device)
     smoke = smoke_mode()
+    threads = course_threads(smoke)
+    torch.set_num_threads(threads)
     mode = "SMOKE mode: small and fast, numbers are not meaningful" if smoke else "full mode"
-    print(f"device: {chosen} | {mode} | seed: {seed} | torch {torch.__version__}")
-    return CourseSetup(device=chosen, smoke=smoke, seed=seed)
+    print(f"device: {chosen} | {mode} | seed: {seed} | CPU threads: {threads} | torch {torch.__version__}")
+    return CourseSetup(device=chosen, smoke=smoke, seed=seed, threads=threads)
 
 
 def course_dataset_name() -> str:

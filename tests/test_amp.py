@@ -45,3 +45,36 @@ def test_cpu_default_follows_native_bfloat16(monkeypatch: pytest.MonkeyPatch, na
 def test_other_devices_have_no_default_mixed_precision() -> None:
     assert default_amp("mps") == "off"
     assert default_amp("meta") == "off"
+
+
+ZEN4 = frozenset({"avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"})
+ZEN3 = frozenset({"avx2", "fma"})
+SKYLAKE_SP = frozenset({"avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq"})
+
+
+@pytest.mark.parametrize("flags, isa_cap, avx512, bf16", [
+    (ZEN4, None, True, True),
+    (ZEN4, "AVX2", False, False),  # oneDNN told to stay on AVX2: neither feature is used
+    (ZEN4, "AVX512_CORE", True, False),
+    (SKYLAKE_SP, None, True, False),
+    (ZEN3, None, False, False),
+    (frozenset(), None, False, False),  # no /proc/cpuinfo (macOS, Windows)
+])
+def test_cpu_features_follow_the_flags_and_onednn_cap(monkeypatch: pytest.MonkeyPatch, flags: frozenset,
+                                                      isa_cap: str | None, avx512: bool, bf16: bool) -> None:
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
+    if isa_cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa_cap)
+    assert hardware.cpu_supports_avx512() is avx512
+    assert hardware.cpu_supports_bf16() is bf16
+
+
+@pytest.mark.parametrize("device, avx512, expected", [
+    ("cpu", True, True), ("cpu", False, False), ("cuda", False, True), ("mps", True, False),
+])
+def test_channels_last_only_where_it_was_measured_to_pay(monkeypatch: pytest.MonkeyPatch, device: str,
+                                                         avx512: bool, expected: bool) -> None:
+    monkeypatch.setattr(hardware, "cpu_supports_avx512", lambda: avx512)
+    assert hardware.default_channels_last(device) is expected

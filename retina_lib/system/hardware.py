@@ -65,7 +65,37 @@ def model_device(model: nn.Module) -> torch.device:
 # Mixed precision
 # --------------------------------------------------------------------------
 
+#: Values of oneDNN's ``ONEDNN_MAX_CPU_ISA`` that forbid its AVX-512 kernels, and those that also forbid bfloat16.
+ISA_CAPS_WITHOUT_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+ISA_CAPS_WITHOUT_BF16 = ISA_CAPS_WITHOUT_AVX512 + ("AVX512_CORE", "AVX512_CORE_VNNI")
+
+#: The AVX-512 subsets ("AVX512_CORE") that oneDNN's fast channels-last convolution kernels need.
+AVX512_CORE_FLAGS = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq"})
+
+
 @lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's instruction-set flags from ``/proc/cpuinfo`` (Linux); empty elsewhere."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return frozenset()
+    flags: set[str] = set()
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return frozenset(flags)
+
+
+def onednn_isa_cap() -> str:
+    """The instruction-set ceiling set for oneDNN (PyTorch's CPU convolutions) by ``ONEDNN_MAX_CPU_ISA``.
+
+    A CPU feature oneDNN is told not to use gains nothing, so the policy
+    below follows this cap; ``ONEDNN_MAX_CPU_ISA=AVX2`` also lets a benchmark
+    behave like a CPU without AVX-512 (``benchmarks/memory_format.py``).
+    """
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").strip().upper() or "ALL"
+
+
 def cpu_supports_bf16() -> bool:
     """True when the CPU computes in bfloat16 natively (AVX512-BF16 or AMX).
 
@@ -73,14 +103,16 @@ def cpu_supports_bf16() -> bool:
     float32. The flags are read from ``/proc/cpuinfo``, so this is Linux-only;
     elsewhere it answers False (use ``amp="bf16"`` to force it).
     """
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
+    if onednn_isa_cap() in ISA_CAPS_WITHOUT_BF16:
         return False
-    flags = set()
-    for line in cpuinfo.read_text(errors="replace").splitlines():
-        if line.startswith("flags"):
-            flags.update(line.partition(":")[2].split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_supports_avx512() -> bool:
+    """True when oneDNN can use AVX-512 (the AVX512_CORE subsets) on this CPU: Intel since Skylake-SP, AMD since Zen 4."""
+    if onednn_isa_cap() in ISA_CAPS_WITHOUT_AVX512:
+        return False
+    return AVX512_CORE_FLAGS <= cpu_flags()
 
 
 def default_amp(device: torch.device | str) -> str:
@@ -110,16 +142,33 @@ def default_channels_last(device: torch.device | str) -> bool:
     """Whether :func:`~retina_lib.training.trainer.fit` uses the channels-last memory format by default on ``device``.
 
     Channels-last stores the channels of a pixel next to each other
-    (N, H, W, C in memory), the layout fast convolution kernels want: tensor
-    cores on CUDA GPUs, oneDNN on CPUs. Measured with ``benchmarks/bench.py``
-    on a 2-core AMD EPYC (LinkNet, batch 4, 512 x 512): channels-last alone
-    trains 1.28x faster than the contiguous layout, bfloat16 alone 2.1x, both
-    together 2.7x (see benchmarks/README.md). Not measured on Apple's MPS,
-    which keeps the plain layout.
+    (N, H, W, C in memory), the layout fast convolution kernels want. Whether
+    it pays depends on the device kind, so it is chosen by what it gained in
+    LinkNet's training step (``benchmarks/bench.py`` and
+    ``benchmarks/memory_format.py``; numbers in benchmarks/README.md):
+
+    * CUDA GPUs: yes (tensor cores read channels-last; see benchmarks/README.md).
+    * CPUs with AVX-512: yes. oneDNN's AVX-512 kernels work on channels-last
+      directly; on a 2-core AMD EPYC (Zen 4) it made the float32 step faster,
+      and the bfloat16 step too.
+    * CPUs without AVX-512 (AMD before Zen 4, many laptops): no. There the
+      step did not gain from channels-last (reported: 0.88x on a 2-core
+      AMD EPYC without AVX-512, and 1.00x in a second run; emulated here with
+      ``ONEDNN_MAX_CPU_ISA=AVX2`` on a loaded machine: 1.04x for ours and
+      1.05x for segmentation_models_pytorch's). Nothing in LinkNet's
+      forward or in the training step leaves channels-last (checked op by op, and oneDNN
+      reorders no activation), but PyTorch still copies every convolution's
+      weight gradient into its weight's channels-last layout.
+    * Apple's MPS: no (not measured).
 
     This is the single place where that default is decided.
     """
-    return torch.device(device).type in ("cuda", "cpu")
+    device = torch.device(device)
+    if device.type == "cuda":
+        return True
+    if device.type == "cpu":
+        return cpu_supports_avx512()
+    return False
 
 
 def check_amp(amp: str) -> str:
