@@ -101,7 +101,3 @@ class TrainConfig:
     def settings(self) -> dict[str, Any]:
         """Every field as a plain dict, for the run record in ``checkpoint.pth``."""
         return asdict(self)
-
-    def describe(self) -> str:
-        """One line, ``field=value`` for every field, to print a recipe."""
-        return ", ".join(f"{name}={value}" for name, value in self.settings().items())
