@@ -23,7 +23,9 @@ Batches = Union[DataLoader, ResidentBatches]
 
 
 def use_resident_data(resident: bool | str, data: Dataset, device: torch.device) -> bool:
-    """Whether ``data`` is served by :class:`~retina_lib.training.resident_batches.ResidentBatches` (stored and augmented on ``device``).
+    """Whether ``data`` is served by :class:`~retina_lib.training.resident_batches.ResidentBatches`.
+
+    That is: stored in ``device``'s memory and augmented there.
 
     "auto" means yes on CUDA GPUs, for a SegmentationDataset in "crop" or
     "resize" mode: there, preparing images on the CPU would leave the GPU
