@@ -17,7 +17,7 @@ Measured at 512 x 512 on one device, in one run (so ratios compare like with lik
 * **data loading**: augmented training images per second from
   :class:`~retina_lib.data.SegmentationDataset` in one process (what
   ``fit`` uses with ``num_workers=0``) and from
-  :class:`~retina_lib.training.resident_batches.DeviceBatches` (data resident on the device).
+  :class:`~retina_lib.training.resident_batches.ResidentBatches` (data resident on the device).
 * **peak memory** of each measurement: the process's peak resident set size
   (RSS) on the CPU, the peak memory allocated by PyTorch on a GPU.
 * **the peer**, when ``segmentation_models_pytorch`` is importable (optional,
@@ -67,7 +67,7 @@ from retina_lib.epoch_loop import Train  # noqa: E402
 from retina_lib.system.hardware import (  # noqa: E402
     autocast_dtype, cpu_supports_bf16, default_amp, default_channels_last,
 )
-from retina_lib.training.resident_batches import DeviceBatches  # noqa: E402
+from retina_lib.training.resident_batches import ResidentBatches  # noqa: E402
 from retina_lib.scoring.inference import predict  # noqa: E402
 from retina_lib.model import LinkNet, count_parameters  # noqa: E402
 from retina_lib.unet import UNet  # noqa: E402
@@ -100,7 +100,7 @@ class Settings:
     batch_sizes: dict[str, tuple[int, ...]]  # candidates for the best batch size, per model
     predict_repeats: int
     data_items: int  # augmented images per timed data-loading run
-    device_data_items: int  # the same for DeviceBatches
+    device_data_items: int  # the same for ResidentBatches
     peer_repeats: int  # timed rounds of the comparison with segmentation_models_pytorch
 
 
@@ -300,7 +300,7 @@ class TrainingStep:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4, fused=fused_adam or None)
         if compile_mode is not None:
             self.model = torch.compile(self.model, mode=compile_mode)
-        self.train = Train(optimise="dice+iou", amp=path.amp, channels_last=path.channels_last)
+        self.train = Train(loss="dice+iou", amp=path.amp, channels_last=path.channels_last)
         image = torch.rand(batch_size, 3, size, size, device=device)
         label = (torch.rand(batch_size, 1, size, size, device=device) < 0.1).float()
         self.batches = [(image, label, torch.ones_like(label))] * train_steps
@@ -532,7 +532,7 @@ def peer_comparison(size: int, device: torch.device, settings: Settings,
 # --------------------------------------------------------------------------
 
 def data_throughput(size: int, device: torch.device, settings: Settings) -> dict[str, dict[str, Any]]:
-    """Augmented training images per second: CPU dataset (resize and crop modes) and DeviceBatches."""
+    """Augmented training images per second: CPU dataset (resize and crop modes) and ResidentBatches."""
     drive_like = [make_fundus(PHOTO_SIZES["drive"], seed=seed) for seed in range(4)]
     chase_like = [make_fundus(PHOTO_SIZES["chase"], seed=seed) for seed in range(4)]
     results = {}
@@ -544,7 +544,7 @@ def data_throughput(size: int, device: torch.device, settings: Settings) -> dict
         results[name] = {"img_s": settings.data_items / statistics.median(seconds), "repeats": len(seconds),
                          "where": "cpu, 1 process", "mode": mode}
 
-    batches = DeviceBatches(drive_like, batch_size=4, mode="resize", size=size, device=device,
+    batches = ResidentBatches(drive_like, batch_size=4, mode="resize", size=size, device=device,
                             samples_per_epoch=settings.device_data_items)
     epochs = iter(range(1, 1_000_000))
 

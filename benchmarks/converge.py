@@ -69,14 +69,14 @@ def train_one_path(amp: str, channels_last: bool, batches: list, val_batches: li
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = LinkNet().to(device, memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    train = Train(optimise="dice+iou", amp=amp, channels_last=channels_last)
+    train = Train(loss="dice+iou", amp=amp, channels_last=channels_last)
     losses = []
     started = time.perf_counter()
     for step in range(steps):
         result = train.run_epoch(model, [batches[step % len(batches)]], optimizer)
         losses.append(result.loss)
     seconds = time.perf_counter() - started
-    validation = Evaluate(optimise="dice+iou", amp=amp, channels_last=channels_last).run_epoch(model, val_batches)
+    validation = Evaluate(loss="dice+iou", amp=amp, channels_last=channels_last).run_epoch(model, val_batches)
     return {"amp": amp, "channels_last": channels_last, "losses": losses, "seconds": seconds,
             "final_loss": float(np.mean(losses[-FINAL_WINDOW:])), "val_dice": validation.dice,
             "val_loss": validation.loss}

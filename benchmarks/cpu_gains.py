@@ -75,7 +75,7 @@ class Runner:
         self.model = LinkNet().to(memory_format=torch.channels_last)
         self.optimizer = adam(self.model, variant.adam)
         self.network = torch.compile(self.model) if variant.compiled else self.model
-        self.train = Train(optimise="dice+iou", amp="bf16", channels_last=True)
+        self.train = Train(loss="dice+iou", amp="bf16", channels_last=True)
         self.batches = batches
         self.losses: list[float] = []
         self.seconds: list[float] = []

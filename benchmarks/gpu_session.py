@@ -188,7 +188,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
         if args.tiny:
             data = ["--dataset", "synthetic", "--synthetic-n", "6", "--synthetic-size", "96"]
-            shrink = ["--epochs", "1", "--samples-per-epoch", "2", "--crop", "64", "--val-count", "1"]
+            shrink = ["--epochs", "1", "--samples-per-epoch", "2", "--mode", "crop", "--size", "64", "--val-count", "1"]
         else:
             data = ["--dataset", "chase_db1", "--data-dir", str(args.data_dir)]
             shrink = []

@@ -8,7 +8,7 @@ The recipe, as the original material ran it: 80 training images of 512 x 512
 half a turn, "offline"), batch 4, Dice loss + IoU loss, Adam at 1e-4, 100
 epochs, a validation pass after every epoch. Here it is :func:`retina_lib.fit`
 with LinkNet (the original trained a 31M-parameter U-Net), the data resident
-on the device and augmented there (:class:`retina_lib.training.resident_batches.DeviceBatches`),
+on the device and augmented there (:class:`retina_lib.training.resident_batches.ResidentBatches`),
 and the trainer's default fast path (bfloat16 autocast + channels-last).
 
 The pictures are synthetic (80 training, 20 validation) unless ``--data-dir``
@@ -43,10 +43,11 @@ from retina_lib.data.transforms import flip_horizontal, flip_vertical, resize, r
 from retina_lib.system.hardware import pick_device, seed_everything  # noqa: E402
 from retina_lib.system.hardware import default_amp, default_channels_last  # noqa: E402
 from retina_lib.model import LinkNet  # noqa: E402
-from retina_lib.training.trainer import TrainConfig, fit, split_validation  # noqa: E402
+from retina_lib.recipes import recipe  # noqa: E402
+from retina_lib.training.trainer import fit, split_validation  # noqa: E402
 
-#: The original recipe (TrainConfig's defaults are the original's values).
-ORIGINAL = TrainConfig()
+#: The original material's recipe (TrainConfig's defaults are the course's).
+ORIGINAL = recipe("original")
 SIZE = 512
 #: Synthetic pictures: 80 train (the original's count), a quarter as many validate.
 SYNTHETIC_IMAGES = 80
@@ -116,13 +117,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     seed_everything(ORIGINAL.seed)
     model = LinkNet()
     amp, channels_last = default_amp(device), default_channels_last(device)
-    print(f"training on {device}: {args.epochs} epochs, batch {ORIGINAL.batch_size}, {ORIGINAL.optimise}, "
+    print(f"training on {device}: {args.epochs} epochs, batch {ORIGINAL.batch_size}, {ORIGINAL.loss}, "
           f"Adam lr {ORIGINAL.lr}, amp {amp}, channels_last {channels_last}, resident {args.resident}", flush=True)
     fit_started = time.perf_counter()
-    history = fit(model, train_set, val_set, epochs=args.epochs, batch_size=ORIGINAL.batch_size, lr=ORIGINAL.lr,
-                  optimise=ORIGINAL.optimise, seed=ORIGINAL.seed, device=device, amp=amp,
-                  channels_last=channels_last, resident=args.resident == "on", out_dir=args.out,
-                  progress=args.progress)
+    config = replace(ORIGINAL, epochs=args.epochs, size=args.size)
+    history = fit(model, train_set, val_set, config, device=device, amp=amp, channels_last=channels_last,
+                  resident=args.resident == "on", out_dir=args.out, progress=args.progress)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     fit_seconds = time.perf_counter() - fit_started
@@ -137,7 +137,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "python": platform.python_version(),
         "data": described,
         "train_images": len(train_set), "val_images": len(val_set), "size": args.size,
-        "epochs": args.epochs, "batch_size": ORIGINAL.batch_size, "lr": ORIGINAL.lr, "loss": ORIGINAL.optimise,
+        "epochs": args.epochs, "batch_size": ORIGINAL.batch_size, "lr": ORIGINAL.lr, "loss": ORIGINAL.loss,
         "amp": amp, "channels_last": channels_last, "resident": args.resident == "on",
         "checkpoints": args.out is not None,
         "prepare_seconds": prepare_seconds,

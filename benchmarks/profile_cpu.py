@@ -110,7 +110,7 @@ def training_setup(size: int, batch_size: int) -> tuple[nn.Module, torch.optim.O
     seed_everything(0)
     model = LinkNet().to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    train = Train(optimise="dice+iou", amp="bf16", channels_last=True)
+    train = Train(loss="dice+iou", amp="bf16", channels_last=True)
     image = torch.rand(batch_size, 3, size, size)
     label = (torch.rand(batch_size, 1, size, size) < 0.1).float()
     return model, optimizer, train, [(image, label, torch.ones_like(label))]

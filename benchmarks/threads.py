@@ -64,7 +64,7 @@ class Step:
         channels_last = default_channels_last(device)
         self.model = LinkNet().to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
-        self.train = Train(optimise="bce+dice", amp="auto", channels_last=channels_last)
+        self.train = Train(loss="bce+dice", amp="auto", channels_last=channels_last)
         image = torch.rand(batch_size, 3, size, size)
         label = (torch.rand(batch_size, 1, size, size) < 0.1).float()
         self.batches = [(image, label, torch.ones_like(label))]

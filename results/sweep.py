@@ -44,18 +44,22 @@ from retina_lib.training.weights import load_weights
 from retina_lib.training.trainer import split_validation
 
 #: name -> the recipe's command-line options (all seeded with --seed 0), the sweep that chose ``course``.
+#: The commands recorded in ``sweep.json`` were run when ``original`` was the default preset and the image
+#: options were spelled ``--crop PX``/``--resize PX``; these are the same runs in today's spelling
+#: (``--preset original`` named, ``--mode crop|resize --size PX``).
 COURSE_CANDIDATES: dict[str, list[str]] = {
-    "original": ["--resize", "512", "--loss", "dice+iou", "--lr", "1e-4", "--epochs", "100"],
-    "crop512_bce_1e-3": ["--crop", "512", "--loss", "bce+dice", "--lr", "1e-3", "--schedule", "cosine",
-                         "--epochs", "40", "--samples-per-epoch", "100"],
-    "crop512_diceiou_1e-3": ["--crop", "512", "--loss", "dice+iou", "--lr", "1e-3", "--schedule", "cosine",
-                             "--epochs", "40", "--samples-per-epoch", "100"],
-    "resize512_bce_1e-3": ["--resize", "512", "--loss", "bce+dice", "--lr", "1e-3", "--schedule", "cosine",
-                           "--epochs", "40", "--samples-per-epoch", "100"],
-    "crop512_bce_1e-3_short": ["--crop", "512", "--loss", "bce+dice", "--lr", "1e-3", "--schedule", "cosine",
-                               "--epochs", "20", "--samples-per-epoch", "100"],
-    "crop512_bce_1e-3_long": ["--crop", "512", "--loss", "bce+dice", "--lr", "1e-3", "--schedule", "cosine",
-                              "--epochs", "80", "--samples-per-epoch", "100"],
+    "original": ["--preset", "original", "--mode", "resize", "--size", "512", "--loss", "dice+iou", "--lr", "1e-4",
+                 "--epochs", "100"],
+    "crop512_bce_1e-3": ["--preset", "original", "--mode", "crop", "--size", "512", "--loss", "bce+dice",
+                         "--lr", "1e-3", "--schedule", "cosine", "--epochs", "40", "--samples-per-epoch", "100"],
+    "crop512_diceiou_1e-3": ["--preset", "original", "--mode", "crop", "--size", "512", "--loss", "dice+iou",
+                             "--lr", "1e-3", "--schedule", "cosine", "--epochs", "40", "--samples-per-epoch", "100"],
+    "resize512_bce_1e-3": ["--preset", "original", "--mode", "resize", "--size", "512", "--loss", "bce+dice",
+                           "--lr", "1e-3", "--schedule", "cosine", "--epochs", "40", "--samples-per-epoch", "100"],
+    "crop512_bce_1e-3_short": ["--preset", "original", "--mode", "crop", "--size", "512", "--loss", "bce+dice",
+                               "--lr", "1e-3", "--schedule", "cosine", "--epochs", "20", "--samples-per-epoch", "100"],
+    "crop512_bce_1e-3_long": ["--preset", "original", "--mode", "crop", "--size", "512", "--loss", "bce+dice",
+                              "--lr", "1e-3", "--schedule", "cosine", "--epochs", "80", "--samples-per-epoch", "100"],
 }
 
 #: The sweep for the ``best`` preset, made on a 2-core CPU, in this order: the course recipe, the clDice

@@ -24,7 +24,8 @@ from retina_lib.scoring.evaluation import evaluate
 from retina_lib.scoring.inference import predict
 from retina_lib.losses import BCEDiceLoss, ClDiceLoss, DiceLoss, IoU
 from retina_lib.model import LinkNet, count_parameters, probabilities
-from retina_lib.training.trainer import TrainConfig, fit
+from retina_lib.training.config import TrainConfig
+from retina_lib.training.trainer import fit
 from retina_lib.training.weights import load_weights
 
 __version__ = "0.1.0"

@@ -36,14 +36,14 @@ from retina_lib.data import DATASET_NAMES, DownloadError, download, load_dataset
 from retina_lib.data.readers import read_image
 from retina_lib.system.hardware import pick_device
 from retina_lib.system.hardware import AMP_CHOICES
-from retina_lib.epoch_loop import OPTIMISE_CHOICES, NonFiniteLossError
+from retina_lib.epoch_loop import LOSS_CHOICES, NonFiniteLossError
 from retina_lib.scoring.evaluation import evaluate, format_table
 from retina_lib.scoring.inference import predict
 from retina_lib.scoring.outputs import (check_json_path, check_prediction_paths, prediction_paths, save_prediction,
                                         write_json)
 from retina_lib.recipes import RECIPES, recipe, train_recipe
 from retina_lib.training.run_folder import BEST_WEIGHTS_FILE
-from retina_lib.training.trainer import TrainConfig
+from retina_lib.training.config import MODE_CHOICES, TrainConfig
 from retina_lib.training.weights import load_weights
 from retina_lib.training.distributed import process_rank_and_count, start_distributed, stop_distributed
 
@@ -82,16 +82,13 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The preset's recipe with the settings given on the command line replaced."""
-    changes = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimise": args.loss,
-               "samples_per_epoch": args.samples_per_epoch, "val_count": args.val_count, "seed": args.seed}
+    """The preset's recipe with the settings given on the command line replaced (options named as its fields)."""
+    changes = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "loss": args.loss,
+               "mode": args.mode, "size": args.size, "samples_per_epoch": args.samples_per_epoch,
+               "val_count": args.val_count, "seed": args.seed}
     changes = {key: value for key, value in changes.items() if value is not None}
     if args.schedule is not None:
         changes["schedule"] = None if args.schedule == "constant" else args.schedule
-    if args.crop is not None:
-        changes.update(mode="crop", size=args.crop)
-    elif args.resize is not None:
-        changes.update(mode="resize", size=args.resize)
     return recipe(args.preset, **changes)
 
 
@@ -214,6 +211,23 @@ positive_float = _number_type(float, lambda value: math.isfinite(value) and valu
 probability = _number_type(float, lambda value: 0.0 <= value <= 1.0, "a number between 0 and 1")
 
 
+class RenamedOption(argparse.Action):
+    """An option that was renamed: using it stops with a message naming the new spelling.
+
+    ``--crop PX`` and ``--resize PX`` became ``--mode crop|resize --size PX``,
+    the names of :class:`~retina_lib.training.config.TrainConfig`'s fields; a
+    command recorded with the old spelling fails here, saying what to type instead.
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, replacement: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        parser.error(f"{option_string} is now {self.replacement} (the same names as TrainConfig's fields)")
+
+
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, metavar="NAME", help=f"one of {', '.join(DATASET_NAMES)}")
     parser.add_argument("--data-dir", type=Path, metavar="DIR", help="where the datasets are (default: the library's)")
@@ -225,7 +239,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig()
+    course = TrainConfig()  # the defaults are the course recipe
     parser = argparse.ArgumentParser(prog="python -m retina_lib", description="Retinal vessel segmentation with LinkNet.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of errors")
     # The same flag after the command; SUPPRESS keeps it from resetting one given before the command.
@@ -243,26 +257,31 @@ def build_parser() -> argparse.ArgumentParser:
                     "linknet.pth (best weights), checkpoint.pth, history.json and curves.png into --out.",
     )
     add_dataset_arguments(train)
-    train.add_argument("--preset", choices=list(RECIPES), default="original",
-                       help="the recipe to start from (default: %(default)s, the original course material's: "
-                            "512x512 resize, Dice + IoU, Adam 1e-4, batch 4, 100 epochs; 'course': the course's "
-                            "recommendation; 'best': course + clDice loss); the options below "
-                            "change single settings of it")
-    train.add_argument("--epochs", type=positive_int, help=f"passes over the data (original: {defaults.epochs})")
-    train.add_argument("--batch-size", type=positive_int, help=f"images per step (original: {defaults.batch_size})")
-    train.add_argument("--lr", type=positive_float, help=f"Adam's learning rate (original: {defaults.lr})")
-    train.add_argument("--loss", choices=OPTIMISE_CHOICES, help=f"what to minimise (original: {defaults.optimise})")
-    train.add_argument("--schedule", choices=["cosine", "constant"], help="learning-rate schedule (original: constant)")
-    size = train.add_mutually_exclusive_group()
-    size.add_argument("--resize", type=positive_int, metavar="PX",
-                      help=f"train on whole images resized to PX x PX (original: {defaults.size})")
-    size.add_argument("--crop", type=positive_int, metavar="PX",
-                      help="train on random PX x PX crops at native resolution")
+    train.add_argument("--preset", choices=list(RECIPES), default="course",
+                       help="the recipe to start from (default: %(default)s, the course's recommendation: "
+                            "512x512 crops, BCE + Dice, Adam 1e-3 with a cosine schedule, batch 4, 40 epochs of "
+                            "100 crops; 'original': the original material's recipe (512x512 resize, Dice + IoU, "
+                            "Adam 1e-4, batch 4, 100 epochs); 'best': course + clDice loss); the options below "
+                            "change single settings of it, and have the names of TrainConfig's fields")
+    train.add_argument("--epochs", type=positive_int, help=f"passes over the data (course: {course.epochs})")
+    train.add_argument("--batch-size", type=positive_int, help=f"images per step (course: {course.batch_size})")
+    train.add_argument("--lr", type=positive_float, help=f"Adam's learning rate (course: {course.lr})")
+    train.add_argument("--loss", choices=LOSS_CHOICES, help=f"what to minimise (course: {course.loss})")
+    train.add_argument("--schedule", choices=["cosine", "constant"],
+                       help=f"learning-rate schedule (course: {course.schedule or 'constant'})")
+    train.add_argument("--mode", choices=MODE_CHOICES,
+                       help=f"how training images are made: random --size crops at native resolution, or whole "
+                            f"images resized to --size (course: {course.mode})")
+    train.add_argument("--size", type=positive_int, metavar="PX",
+                       help=f"side of the square training images in pixels (course: {course.size})")
+    for old, mode in (("--crop", "crop"), ("--resize", "resize")):  # the names before TrainConfig's were used
+        train.add_argument(old, action=RenamedOption, metavar="PX", help=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                           replacement=f"--mode {mode} --size PX")
     train.add_argument("--samples-per-epoch", type=positive_int, metavar="N",
-                       help="images per epoch (original: one per training image)")
+                       help=f"images per epoch (course: {course.samples_per_epoch})")
     train.add_argument("--val-count", type=non_negative_int, metavar="N",
-                       help=f"training images held out for validation, 0 for none (original: {defaults.val_count})")
-    train.add_argument("--seed", type=int, help=f"seed (original: {defaults.seed})")
+                       help=f"training images held out for validation, 0 for none (course: {course.val_count})")
+    train.add_argument("--seed", type=int, help=f"seed (course: {course.seed})")
     train.add_argument("--amp", choices=AMP_CHOICES, default="auto", help="mixed precision (default: %(default)s)")
     train.add_argument("--num-workers", type=non_negative_int, default=0, metavar="N",
                        help="data-loading processes (default: 0)")

@@ -17,10 +17,10 @@ and fix what was wrong with it:
   used to score the thresholded Dice *inside* the field of view, the way
   published results are computed; the losses cover the whole image, so the
   network also learns that there are no vessels outside the FOV.
-* **What is optimised is said out loud**: ``optimise="dice+iou"`` (the
+* **What is optimised is said out loud**: ``loss="dice+iou"`` (the
   original recipe: Dice loss + IoU loss, both back-propagated) or
-  ``optimise="bce+dice"`` (:class:`~retina_lib.losses.BCEDiceLoss`, usually
-  easier to train) or ``optimise="bce+dice+cldice"`` (the same plus half a
+  ``loss="bce+dice"`` (:class:`~retina_lib.losses.BCEDiceLoss`, usually
+  easier to train) or ``loss="bce+dice+cldice"`` (the same plus half a
   centreline Dice loss, :class:`~retina_lib.losses.ClDiceLoss`, which rewards
   thin vessels). The Dice and IoU losses are reported either way.
 * **Evaluation runs in eval mode, without gradients**, so batch-norm
@@ -45,8 +45,9 @@ from tqdm.auto import tqdm
 from retina_lib.system.hardware import autocast_dtype, check_amp, model_device
 from retina_lib.losses import BCEDiceLoss, ClDiceLoss, DiceLoss, IoU
 
-#: The losses :class:`Train` can minimise.
-OPTIMISE_CHOICES = ("dice+iou", "bce+dice", "bce+dice+cldice")
+#: The losses :class:`Train` can minimise: the ``loss`` argument here, in
+#: :class:`~retina_lib.training.config.TrainConfig` and ``--loss`` on the command line.
+LOSS_CHOICES = ("dice+iou", "bce+dice", "bce+dice+cldice")
 
 #: The weight of the clDice loss in "bce+dice+cldice": BCE + Dice loss + CLDICE_WEIGHT * clDice loss.
 #: clDice alone says nothing about vessel WIDTHS (a centreline is as long in a thin mask as in a
@@ -126,7 +127,7 @@ class _Engine(nn.Module):
     Args:
         dice: soft Dice loss; always reported.
         iou: soft IoU loss; always reported.
-        optimise: "dice+iou" (the original recipe: the sum of both losses),
+        loss: what is minimised: "dice+iou" (the original recipe: the sum of both losses),
             "bce+dice" (binary cross-entropy + Dice, see BCEDiceLoss) or
             "bce+dice+cldice" (that plus CLDICE_WEIGHT x the clDice loss, see ClDiceLoss).
         amp: mixed precision, one of :data:`AMP_CHOICES`; "auto" means
@@ -143,18 +144,18 @@ class _Engine(nn.Module):
         dice: Optional[DiceLoss] = None,
         iou: Optional[IoU] = None,
         *,
-        optimise: str = "dice+iou",
+        loss: str = "dice+iou",
         amp: str = "auto",
         channels_last: bool = False,
     ) -> None:
         super().__init__()
-        if optimise not in OPTIMISE_CHOICES:
-            raise ValueError(f"optimise must be one of {', '.join(OPTIMISE_CHOICES)}; got {optimise!r}")
+        if loss not in LOSS_CHOICES:
+            raise ValueError(f"loss must be one of {', '.join(LOSS_CHOICES)}; got {loss!r}")
         self.dice = dice if dice is not None else DiceLoss()
         self.iou = iou if iou is not None else IoU()
-        self.optimise = optimise
-        self.bce_dice = BCEDiceLoss() if optimise.startswith("bce+dice") else None
-        self.cldice = ClDiceLoss() if optimise == "bce+dice+cldice" else None
+        self.loss = loss
+        self.bce_dice = BCEDiceLoss() if loss.startswith("bce+dice") else None
+        self.cldice = ClDiceLoss() if loss == "bce+dice+cldice" else None
         self.amp = check_amp(amp)
         self.channels_last = channels_last
         self.hard_dice = DiceLoss(from_logits=False)

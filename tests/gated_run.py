@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from test_training import FAST, NoisyEpochs, blob_images, tiny_net
+from test_training import FAST, NoisyEpochs, blob_images, tiny, tiny_net
 
 from retina_lib.training.trainer import fit
 
@@ -40,18 +40,18 @@ def run(out_dir: Path, gate_epoch: int) -> dict:
     """The gated run (gate_epoch 0: no gate); the same computation as :func:`reference_run`."""
     data = GatedEpochs(gate_epoch, out_dir.with_name(out_dir.name + ".waiting"),
                        out_dir.with_name(out_dir.name + ".go"))
-    return fit(tiny_net(), data, blob_images(2, seed=1), epochs=EPOCHS, out_dir=out_dir, **FAST)
+    return fit(tiny_net(), data, blob_images(2, seed=1), config=tiny(EPOCHS), out_dir=out_dir, **FAST)
 
 
 def resume(out_dir: Path) -> dict:
     """Continue the run in ``out_dir`` with the same data, without a gate."""
-    return fit(tiny_net(seed=99), NoisyEpochs(blob_images(4)), blob_images(2, seed=1), epochs=EPOCHS,
+    return fit(tiny_net(seed=99), NoisyEpochs(blob_images(4)), blob_images(2, seed=1), config=tiny(EPOCHS),
                out_dir=out_dir, resume=True, **FAST)
 
 
 def reference_run(out_dir: Path) -> dict:
     """The same run, uninterrupted."""
-    return fit(tiny_net(), NoisyEpochs(blob_images(4)), blob_images(2, seed=1), epochs=EPOCHS, out_dir=out_dir,
+    return fit(tiny_net(), NoisyEpochs(blob_images(4)), blob_images(2, seed=1), config=tiny(EPOCHS), out_dir=out_dir,
                **FAST)
 
 

@@ -55,7 +55,7 @@ def test_python_dash_m_shows_help() -> None:
 
 def test_train_evaluate_predict_round_trip(tmp_path: Path, capsys) -> None:
     run_dir = tmp_path / "run"
-    status, out, err = run(capsys, "train", *SYNTHETIC, "--epochs", "1", "--batch-size", "2", "--resize", "64",
+    status, out, err = run(capsys, "train", *SYNTHETIC, "--epochs", "1", "--batch-size", "2", "--preset", "original", "--mode", "resize", "--size", "64",
                            "--val-count", "1", "--device", "cpu", "--out", str(run_dir))
     assert status == 0, err
     assert "best epoch 1 of 1" in out

@@ -6,6 +6,7 @@ same weights only if their gradients were averaged (DistributedDataParallel).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from torch import nn
 
 from retina_lib.data import SegmentationDataset, synthetic_dataset
 from retina_lib.training.run_folder import BEST_WEIGHTS_FILE, CHECKPOINT_FILE, HISTORY_FILE
+from retina_lib.recipes import recipe
 from retina_lib.training.trainer import fit
 from retina_lib.training.weights import load_weights
 
@@ -44,8 +46,9 @@ def train_as_one_of_two(rank: int, rendezvous_file: str, out_dir: str, results_d
         val_set = SegmentationDataset(samples[3:], mode="resize", size=32, augment=False)
         # Different initial weights on purpose: DistributedDataParallel must start both from rank 0's.
         model = tiny_net(seed=rank)
-        history = fit(model, train_set, val_set, epochs=2, batch_size=2, lr=1e-2, device="cpu", amp="off",
-                      progress=False, out_dir=out_dir if rank == 0 else Path(out_dir).with_name("rank1_run"))
+        config = replace(recipe("original"), epochs=2, batch_size=2, lr=1e-2, mode="resize", size=32,
+                         samples_per_epoch=8)
+        history = fit(model, train_set, val_set, config, device="cpu", amp="off", progress=False, out_dir=out_dir if rank == 0 else Path(out_dir).with_name("rank1_run"))
         torch.save(model.state_dict(), Path(results_dir) / f"rank{rank}.pt")
         (Path(results_dir) / f"history{rank}.json").write_text(json.dumps(history))
     finally:
@@ -77,7 +80,7 @@ def test_torchrun_launch_of_the_command_line(tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD_SIZE), "--standalone",
         "-m", "retina_lib", "train", "--dataset", "synthetic", "--synthetic-n", "6", "--synthetic-size", "64",
-        "--resize", "64", "--epochs", "1", "--batch-size", "2", "--val-count", "2", "--device", "cpu",
+        "--preset", "original", "--mode", "resize", "--size", "64", "--epochs", "1", "--batch-size", "2", "--val-count", "2", "--device", "cpu",
         "--amp", "off", "--out", str(out_dir),
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}

@@ -89,13 +89,13 @@ def test_thresholded_dice_is_scored_inside_the_fov() -> None:
     assert evaluate.run_epoch(everything_is_vessel, without_fov).dice == pytest.approx(2 / 3, abs=1e-4)
 
 
-@pytest.mark.parametrize("optimise", ["dice+iou", "bce+dice", "bce+dice+cldice"])
-def test_the_optimised_loss_is_the_one_asked_for(optimise: str) -> None:
+@pytest.mark.parametrize("loss", ["dice+iou", "bce+dice", "bce+dice+cldice"])
+def test_the_optimised_loss_is_the_one_asked_for(loss: str) -> None:
     torch.manual_seed(3)
     logits = torch.randn(2, 1, 32, 32)
     label = (torch.rand(2, 1, 32, 32) > 0.8).float()
     loader = DataLoader(TensorDataset(torch.rand(2, 3, 32, 32), label), batch_size=2)
-    result = Evaluate(optimise=optimise, amp="off").run_epoch(FixedLogits(logits), loader)
+    result = Evaluate(loss=loss, amp="off").run_epoch(FixedLogits(logits), loader)
     assert isinstance(result, EpochResult)
     _, dice_loss = DiceLoss()(logits, label)
     _, iou_loss = IoU()(logits, label)
@@ -103,7 +103,7 @@ def test_the_optimised_loss_is_the_one_asked_for(optimise: str) -> None:
         "dice+iou": dice_loss + iou_loss,
         "bce+dice": BCEDiceLoss()(logits, label)[1],
         "bce+dice+cldice": BCEDiceLoss()(logits, label)[1] + CLDICE_WEIGHT * ClDiceLoss()(logits, label)[1],
-    }[optimise]
+    }[loss]
     assert result.loss == pytest.approx(expected.item(), rel=1e-5)
     assert result.dice_loss == pytest.approx(dice_loss.item(), rel=1e-5)
     assert result.iou_loss == pytest.approx(iou_loss.item(), rel=1e-5)
@@ -111,7 +111,7 @@ def test_the_optimised_loss_is_the_one_asked_for(optimise: str) -> None:
 
 def test_unknown_loss_choice_is_refused_with_the_choices() -> None:
     with pytest.raises(ValueError, match="dice\\+iou.*bce\\+dice.*'dice'"):
-        Train(optimise="dice")
+        Train(loss="dice")
 
 
 def test_nan_loss_names_epoch_and_batch_and_skips_the_step() -> None:

@@ -18,7 +18,8 @@ from scipy import ndimage
 from retina_lib.data.sample import Sample
 from retina_lib.data.transforms import (Augment, adjust_brightness, adjust_contrast, adjust_gamma, flip_horizontal,
                                         flip_vertical, rotate, rotate90)
-from retina_lib.training.resident_batches import DeviceBatches, EpochPlan
+from retina_lib.training.epoch_plan import EpochPlan
+from retina_lib.training.resident_batches import ResidentBatches
 
 PICTURE, CROP = 64, 48
 
@@ -68,7 +69,7 @@ def cpu_recipe(sample: Sample, top: int, left: int, flip_h: bool, flip_v: bool, 
 ])
 def test_the_same_choices_give_the_same_pixels_as_the_cpu_recipe(choices: tuple) -> None:
     sample = smooth_sample()
-    batches = DeviceBatches([sample], batch_size=1, mode="crop", size=CROP, augment=True)
+    batches = ResidentBatches([sample], batch_size=1, mode="crop", size=CROP, augment=True)
     image, label, fov = batches.make_batch(one_item_plan(*choices))
     expected_image, expected_label, expected_fov = cpu_recipe(sample, *choices)
     # float32 sums in another order (the contrast's mean, the rotation's weights): a few units in the 6th decimal
@@ -80,7 +81,7 @@ def test_the_same_choices_give_the_same_pixels_as_the_cpu_recipe(choices: tuple)
 def test_the_choices_are_drawn_with_the_augment_settings() -> None:
     """Frequencies and ranges of one long epoch's draws match Augment's probabilities and strengths."""
     settings = Augment()
-    batches = DeviceBatches([smooth_sample()], batch_size=1, mode="crop", size=CROP, augment=settings,
+    batches = ResidentBatches([smooth_sample()], batch_size=1, mode="crop", size=CROP, augment=settings,
                             samples_per_epoch=20_000)
     plan = batches.plan(epoch=1)
     turned = plan.quarter_turns > 0

@@ -33,7 +33,7 @@ from retina_lib.training.run_folder import (
 from retina_lib.system import files
 from retina_lib.system.files import write_atomically
 from retina_lib.training.trainer import fit
-from test_training import FAST, assert_same_history, blob_images, tiny_net
+from test_training import FAST, assert_same_history, blob_images, tiny, tiny_net
 
 TESTS = Path(__file__).resolve().parent
 SAFETY_NET_SECONDS = 600  # only reached if something hangs
@@ -127,9 +127,9 @@ def test_a_second_run_into_a_busy_folder_is_refused_and_the_first_finishes_intac
     assert not (run_dir / CHECKPOINT_FILE).exists()
 
     with pytest.raises(RunFolderInUseError, match=f"in use by another training run \\(process {first.pid}"):
-        fit(tiny_net(), blob_images(2), epochs=1, out_dir=run_dir, **FAST)
+        fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=run_dir, **FAST)
     status = main(["train", "--dataset", "synthetic", "--synthetic-n", "3", "--synthetic-size", "64", "--epochs", "1",
-                   "--resize", "64", "--val-count", "1", "--device", "cpu", "--out", str(run_dir)])
+                   "--preset", "original", "--mode", "resize", "--size", "64", "--val-count", "1", "--device", "cpu", "--out", str(run_dir)])
     assert status == 2 and "in use by another training run" in capsys.readouterr().err
 
     let_go(run_dir)
@@ -155,7 +155,7 @@ def test_without_any_lock_mechanism_the_error_is_clear(tmp_path: Path, monkeypat
     monkeypatch.setattr(files, "fcntl", None)
     monkeypatch.setattr(files, "msvcrt", None)
     with pytest.raises(OSError, match="neither fcntl nor msvcrt"):
-        fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path / "run", **FAST)
+        fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=tmp_path / "run", **FAST)
 
 
 # --------------------------------------------------------------------------
@@ -164,21 +164,21 @@ def test_without_any_lock_mechanism_the_error_is_clear(tmp_path: Path, monkeypat
 
 @pytest.mark.parametrize("left", [BEST_WEIGHTS_FILE, HISTORY_FILE])
 def test_a_folder_with_trained_weights_but_no_checkpoint_is_not_overwritten(tmp_path: Path, left: str) -> None:
-    fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+    fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=tmp_path, **FAST)
     for name in {CHECKPOINT_FILE, BEST_WEIGHTS_FILE, HISTORY_FILE} - {left}:
         (tmp_path / name).unlink()  # e.g. the 185 MB checkpoint deleted to save space
     before = (tmp_path / left).read_bytes()
     with pytest.raises(FileExistsError, match=f"already holds a training run \\(.*{left}"):
-        fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+        fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=tmp_path, **FAST)
     assert (tmp_path / left).read_bytes() == before
     with pytest.raises(ResumeError, match=f"no checkpoint.pth in .*{left}"):
-        fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, resume=True, **FAST)
+        fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=tmp_path, resume=True, **FAST)
 
 
 def test_a_file_as_out_dir_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
-        fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path / "file", **FAST)
+        fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=tmp_path / "file", **FAST)
 
 
 # --------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def test_temporary_names_are_unique_and_cleaned_up(tmp_path: Path) -> None:
 def test_kill_9_of_the_command_line_then_resume_gives_the_same_history(tmp_path: Path, capsys, started) -> None:
     """The same through ``python -m retina_lib train``, killed as soon as its first checkpoint appears."""
     arguments = ["train", "--dataset", "synthetic", "--synthetic-n", "3", "--synthetic-size", "64", "--epochs", "2",
-                 "--samples-per-epoch", "8", "--batch-size", "2", "--resize", "64", "--val-count", "1",
+                 "--samples-per-epoch", "8", "--batch-size", "2", "--preset", "original", "--mode", "resize", "--size", "64", "--val-count", "1",
                  "--device", "cpu"]
     run_dir = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, "-m", "retina_lib", *arguments, "--out", str(run_dir)],

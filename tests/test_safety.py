@@ -30,7 +30,7 @@ from retina_lib.training.weights import WeightsError, load_weights
 from retina_lib.training.trainer import fit
 from test_cli import SYNTHETIC, assert_one_line_error, run
 from test_evaluation import TEST_ODDS, GreenChannelModel, make_sample
-from test_training import FAST, blob_images, tiny_net
+from test_training import FAST, blob_images, tiny, tiny_net
 
 
 class CreatesFile:
@@ -94,8 +94,8 @@ def test_a_malicious_pickle_runs_no_code_through_any_loading_path(tmp_path: Path
     run_dir.mkdir()
     (run_dir / CHECKPOINT_FILE).write_bytes(evil.read_bytes())
     with pytest.raises(ResumeError, match="refused"):
-        fit(tiny_net(), blob_images(2), epochs=1, out_dir=run_dir, resume=True, **FAST)
-    status, _, err = run(capsys, "train", *SYNTHETIC, "--epochs", "1", "--resize", "64", "--val-count", "1",
+        fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=run_dir, resume=True, **FAST)
+    status, _, err = run(capsys, "train", *SYNTHETIC, "--epochs", "1", "--preset", "original", "--mode", "resize", "--size", "64", "--val-count", "1",
                          "--device", "cpu", "--out", str(run_dir), "--resume")
     assert_one_line_error(status, err, "refused")
     assert not marker.exists(), "the hidden code ran"
@@ -194,16 +194,16 @@ def damage(checkpoint: dict, how: str) -> object:
     ("bad rng state", "optimizer, schedule or random states do not fit"),
 ])
 def test_hand_made_checkpoints_raise_the_resume_error(tmp_path: Path, how: str, message: str) -> None:
-    fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+    fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=tmp_path, **FAST)
     checkpoint = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
     torch.save(damage(checkpoint, how), tmp_path / CHECKPOINT_FILE)
     with pytest.raises(ResumeError, match=message):
-        fit(tiny_net(), blob_images(2), epochs=2, out_dir=tmp_path, resume=True, **FAST)
+        fit(tiny_net(), blob_images(2), config=tiny(2), out_dir=tmp_path, resume=True, **FAST)
 
 
 def test_a_hand_made_checkpoint_is_one_line_on_the_command_line(tmp_path: Path, capsys) -> None:
     torch.save({"best_model": {}, "optimizer": {}}, tmp_path / CHECKPOINT_FILE)
-    status, _, err = run(capsys, "train", *SYNTHETIC, "--epochs", "1", "--resize", "64", "--val-count", "1",
+    status, _, err = run(capsys, "train", *SYNTHETIC, "--epochs", "1", "--preset", "original", "--mode", "resize", "--size", "64", "--val-count", "1",
                          "--device", "cpu", "--out", str(tmp_path), "--resume")
     assert_one_line_error(status, err, "not a checkpoint written by fit: no 'model'")
 
@@ -319,7 +319,7 @@ def test_bombs_are_one_line_in_predict_evaluate_and_train(tmp_path: Path, capsys
     assert status == 2 and "Traceback" not in err  # after the progress bar of the images before it:
     assert err.strip().splitlines()[-1].startswith("error: ") and "b.png: its header claims" in err
     status, _, err = run(capsys, "train", "--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--epochs", "1",
-                         "--resize", "64", "--val-count", "1", "--device", "cpu", "--out", str(tmp_path / "run"))
+                         "--preset", "original", "--mode", "resize", "--size", "64", "--val-count", "1", "--device", "cpu", "--out", str(tmp_path / "run"))
     assert_one_line_error(status, err, "b.png: its header claims")
 
 
@@ -382,7 +382,7 @@ def test_impossible_training_numbers_are_refused_while_parsing(capsys, option: s
 
 def test_fit_refuses_an_infinite_learning_rate() -> None:
     with pytest.raises(ValueError, match="lr must be a positive finite number, got inf"):
-        fit(tiny_net(), blob_images(2), epochs=1, **{**FAST, "lr": float("inf")})
+        fit(tiny_net(), blob_images(2), config=tiny(1, lr=float("inf")), **FAST)
 
 
 @pytest.mark.parametrize("value", ["1.5", "-0.1", "nan"])

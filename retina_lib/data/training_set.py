@@ -15,7 +15,7 @@ as numpy arrays (for ``"resize"`` already resized). The course's datasets are
 small: CHASE_DB1's 20 training pictures take about 250 MB as float32, so
 reading files never slows training down. The augmentations here run in numpy
 on the CPU (in DataLoader workers if asked); on a GPU, ``fit`` hands the same
-pictures to :class:`retina_lib.training.resident_batches.DeviceBatches`, which keeps them on the
+pictures to :class:`retina_lib.training.resident_batches.ResidentBatches`, which keeps them on the
 GPU and augments them there.
 
 Randomness is reproducible: item ``i`` of epoch ``e`` always gets the same
@@ -89,7 +89,7 @@ class SegmentationDataset(Dataset):
             self.augmentation = Augment() if augment else None
 
         #: The pictures' names, and their decoded (image, label, fov) arrays, already resized in
-        #: "resize" mode; :class:`~retina_lib.training.resident_batches.DeviceBatches` copies them to the GPU.
+        #: "resize" mode; :class:`~retina_lib.training.resident_batches.ResidentBatches` copies them to the GPU.
         self.names: list[str] = []
         self.pictures: list[Arrays] = []
         for sample in samples:  # decoding (or drawing) each picture happens here, once
@@ -128,7 +128,7 @@ class SegmentationDataset(Dataset):
 def checked_arrays(sample: Sample) -> Arrays:
     """The sample's arrays in the expected dtypes, refusing mismatched shapes by name.
 
-    Shared by :class:`SegmentationDataset` and :class:`~retina_lib.training.resident_batches.DeviceBatches`,
+    Shared by :class:`SegmentationDataset` and :class:`~retina_lib.training.resident_batches.ResidentBatches`,
     so that both accept and refuse the same samples.
     """
     image = np.asarray(sample.image, dtype=np.float32)

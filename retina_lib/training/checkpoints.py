@@ -36,6 +36,7 @@ from torch import nn
 
 from retina_lib.epoch_loop import EpochResult
 from retina_lib.system.files import write_atomically
+from retina_lib.training.config import TrainConfig
 from retina_lib.training.run_folder import BEST_WEIGHTS_FILE, CHECKPOINT_FILE, ResumeError, save_curves, save_history
 from retina_lib.training.weights import (CHECKPOINT_FORMAT_VERSION, WeightsError, architecture_problems, check_state_dict,
                                         checkpoint_version_problem, integer_weights_problem, is_full_checkpoint,
@@ -46,22 +47,50 @@ from retina_lib.training.weights import (CHECKPOINT_FORMAT_VERSION, WeightsError
 # --------------------------------------------------------------------------
 
 
-def run_settings(recipe: Mapping[str, Any], train_size: int, val_size: int,
-                 config: Optional[Mapping[str, Any]]) -> dict[str, Any]:
-    """Everything that identifies a run, as a flat dict of plain values."""
-    settings = dict(recipe)
-    settings["train_size"] = train_size
-    settings["val_size"] = val_size
-    for key, value in (config or {}).items():
-        if key in settings:
-            raise ValueError(f"config key {key!r} is set by fit itself; pass it as fit's argument instead")
-        if not (value is None or isinstance(value, (str, int, float, bool))):
-            raise ValueError(
-                f"config[{key!r}] = {value!r} is a {type(value).__name__}; config values must be "
-                f"str, int, float, bool or None (so the checkpoint loads with weights_only=True)"
-            )
-        settings[key] = value
-    return settings
+#: Settings an older version recorded under another name: old name -> current name.
+#: :func:`current_names` translates a checkpoint's record, so such a run can still be resumed.
+RENAMED_SETTINGS = {"optimise": "loss"}
+
+#: Options of the dataset (``dataset_options`` of :func:`~retina_lib.recipes.train_recipe`),
+#: recorded by older versions as separate ``dataset_NAME`` keys and now inside the ``dataset`` label.
+OLD_DATASET_PREFIX = "dataset_"
+
+
+def dataset_label(name: str, options: Optional[Mapping[str, Any]] = None) -> str:
+    """The run record's name for a dataset and its options, e.g. ``"synthetic n=6 size=96"``.
+
+    The options are sorted by name, so the same data always gets the same label.
+    """
+    return " ".join([name] + [f"{key}={value}" for key, value in sorted((options or {}).items())])
+
+
+def run_settings(config: TrainConfig, train_size: int, val_size: int, dataset: Optional[str]) -> dict[str, Any]:
+    """The run record: everything that identifies a run, as a flat dict of plain values.
+
+    This is the one place its keys are made: the recipe's fields
+    (:meth:`TrainConfig.settings`), the number of training and validation
+    images per epoch, and the dataset's label (None when fit was given
+    datasets without a name).
+    """
+    return {**config.settings(), "train_size": train_size, "val_size": val_size, "dataset": dataset}
+
+
+def current_names(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's run record with the keys of older versions translated to today's.
+
+    ``optimise`` is now ``loss``; ``dataset`` plus ``dataset_n``, ``dataset_size``...
+    are now one ``dataset`` label (:func:`dataset_label`); a record without a
+    ``dataset`` (fit called without one) now says None.
+    """
+    translated = {RENAMED_SETTINGS.get(key, key): value for key, value in saved.items()
+                  if not key.startswith(OLD_DATASET_PREFIX)}
+    old_options = {key[len(OLD_DATASET_PREFIX):]: value for key, value in saved.items()
+                   if key.startswith(OLD_DATASET_PREFIX)}
+    name = translated.get("dataset")
+    if old_options and name is not None:
+        translated["dataset"] = dataset_label(name, old_options)
+    translated.setdefault("dataset", None)
+    return translated
 
 
 def settings_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -294,7 +323,7 @@ class RunState:
         The weights are checked first and loaded last, so a refused
         checkpoint leaves the model as it was.
         """
-        differences = settings_differences(checkpoint["config"], self.settings)
+        differences = settings_differences(current_names(checkpoint["config"]), self.settings)
         if differences:
             raise ResumeError(f"cannot resume {source}: it was made with other settings: " + "; ".join(differences))
         self._check_fits(checkpoint, source)
