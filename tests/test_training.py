@@ -22,8 +22,7 @@ from retina_lib.training.run_folder import (
     ResumeError,
 )
 from retina_lib.training.trainer import TrainConfig, fit, split_validation, training_datasets
-from retina_lib.training.weights import WeightsError, load_weights
-from retina_lib.training.checkpoints import settings_differences
+from retina_lib.training.weights import load_weights
 
 #: Fast settings for the tiny test network: everything on the CPU in float32.
 FAST = dict(batch_size=2, lr=1e-2, device="cpu", amp="off", progress=False)
@@ -177,15 +176,6 @@ def test_resuming_with_other_settings_is_refused_naming_them(tmp_path: Path, cha
         fit(tiny_net(), blob_images(2), out_dir=tmp_path, resume=True, **{**arguments, **change})
 
 
-def test_settings_differences() -> None:
-    saved = {"epochs": 10, "lr": 0.1, "schedule": None}
-    assert settings_differences(saved, {**saved, "epochs": 20}) == []
-    assert settings_differences(saved, {**saved, "epochs": 5}) == ["epochs: 10 in the checkpoint, 5 now"]
-    cosine = {**saved, "schedule": "cosine"}
-    assert "not with schedule='cosine'" in settings_differences(cosine, {**cosine, "epochs": 20})[0]
-    assert settings_differences(saved, {**saved, "seed": 1}) == ["seed: '(not set)' in the checkpoint, 1 now"]
-
-
 def test_an_existing_run_is_not_overwritten_and_a_missing_one_not_resumed(tmp_path: Path) -> None:
     with pytest.raises(ResumeError, match="no checkpoint.pth"):
         fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, resume=True, **FAST)
@@ -206,22 +196,6 @@ def test_config_values_must_be_plain(tmp_path: Path) -> None:
         fit(tiny_net(), blob_images(2), epochs=1, config={"root": tmp_path}, **FAST)
     with pytest.raises(ValueError, match="'epochs' is set by fit itself"):
         fit(tiny_net(), blob_images(2), epochs=1, config={"epochs": 3}, **FAST)
-
-
-def test_load_weights_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="weights file not found: .*nothing.pth"):
-        load_weights(tmp_path / "nothing.pth")
-    torch.save(nn.Linear(3, 2).state_dict(), tmp_path / "linear.pth")
-    with pytest.raises(WeightsError, match="another architecture .*missing keys .*2 unexpected keys \\(weight, bias\\)"):
-        load_weights(tmp_path / "linear.pth")
-    (tmp_path / "text.pth").write_text("not weights")
-    with pytest.raises(WeightsError, match="text.pth: not a PyTorch weights file"):
-        load_weights(tmp_path / "text.pth")
-    two_class = LinkNet(num_classes=2).state_dict()
-    torch.save(two_class, tmp_path / "two.pth")
-    assert load_weights(tmp_path / "two.pth").num_classes == 2
-    with pytest.raises(WeightsError, match="shape mismatches \\(classifier.weight"):
-        load_weights(tmp_path / "two.pth", model=LinkNet())
 
 
 def test_split_validation_holds_out_the_last_training_images() -> None:
@@ -255,3 +229,8 @@ def test_fit_learns_on_the_synthetic_dataset() -> None:
     assert (len(train_set), len(val_set)) == (3, 1)
     history = fit(tiny_net(), train_set, val_set, **config.fit_arguments(), device="cpu", amp="off", progress=False)
     assert np.mean(history["train_loss"][-2:]) < history["train_loss"][0]
+
+
+def test_fit_refuses_an_infinite_learning_rate() -> None:
+    with pytest.raises(ValueError, match="lr must be a positive finite number, got inf"):
+        fit(tiny_net(), blob_images(2), epochs=1, **{**FAST, "lr": float("inf")})

@@ -1,11 +1,11 @@
-"""amp="auto" picks the precision the hardware computes natively (GPUs are mocked: none is needed)."""
+"""system/hardware.py: amp="auto" picks the precision the hardware computes natively (GPUs are mocked: none is needed)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from retina_lib.system import hardware
-from retina_lib.system.hardware import default_amp
+from retina_lib.system.hardware import autocast_dtype, cpu_supports_bf16, default_amp
 
 
 def pretend_gpu(monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int]) -> None:
@@ -45,3 +45,14 @@ def test_cpu_default_follows_native_bfloat16(monkeypatch: pytest.MonkeyPatch, na
 def test_other_devices_have_no_default_mixed_precision() -> None:
     assert default_amp("mps") == "off"
     assert default_amp("meta") == "off"
+
+
+def test_amp_choices() -> None:
+    cpu = torch.device("cpu")
+    assert autocast_dtype("off", cpu) is None
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert autocast_dtype("fp16", cpu) is torch.float16
+    assert default_amp("cpu") == ("bf16" if cpu_supports_bf16() else "off")
+    assert default_amp("meta") == "off"
+    with pytest.raises(ValueError, match="amp must be one of auto, off, bf16, fp16; got 'float16'"):
+        autocast_dtype("float16", cpu)
