@@ -36,7 +36,7 @@ from retina_lib.data.readers import read_image, split_extension
 from retina_lib.system.hardware import pick_device
 from retina_lib.system.hardware import AMP_CHOICES
 from retina_lib.epoch_loop import OPTIMISE_CHOICES, NonFiniteLossError
-from retina_lib.scoring.evaluation import evaluate, format_table
+from retina_lib.scoring.evaluation import format_table, score_network
 from retina_lib.scoring.inference import predict
 from retina_lib.recipes import RECIPES, recipe, train_recipe
 from retina_lib.training.run_folder import write_atomically
@@ -135,7 +135,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
     test_samples = load_dataset(args.dataset, split=args.split, root=args.data_dir, **options)
     train_samples = (load_dataset(args.dataset, split="train", root=args.data_dir, **options)
                      if args.threshold is None else None)
-    results = evaluate(model, test_samples, train_samples=train_samples, threshold=args.threshold, tta=args.tta)
+    results = score_network(model, test_samples, train_samples=train_samples, threshold=args.threshold, tta=args.tta)
     print(f"{args.dataset}, {args.split} split:")
     print(format_table(results))
     if args.json is not None:

@@ -129,7 +129,7 @@ def sensitivity_by_width(
     ``predictions`` maps a method's name to one bool mask per sample (already
     binarised: a network's map cut at its threshold, or a second observer's
     tracing). Counts are pooled over all samples before dividing, like the
-    pooled scores of :func:`retina_lib.scoring.evaluation.evaluate`.
+    pooled scores of :func:`retina_lib.scoring.evaluation.score_network`.
     """
     _check_predictions(samples, predictions)
     labelled = np.zeros(len(classes))

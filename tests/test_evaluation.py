@@ -1,4 +1,4 @@
-"""evaluate, format_table and the Frangi baseline.
+"""score_network, format_table and the Frangi baseline.
 
 A fake model whose vessel probability *is* the image's green channel makes the
 expected numbers computable by hand with the metrics module.
@@ -17,7 +17,7 @@ from torch import nn
 
 from retina_lib.baselines import frangi_vesselness
 from retina_lib.data import Sample, load_dataset
-from retina_lib.scoring.evaluation import evaluate, format_table
+from retina_lib.scoring.evaluation import format_table, score_network
 from retina_lib.metrics import (
     METRIC_NAMES,
     ConfusionCounts,
@@ -91,7 +91,7 @@ def test_threshold_is_chosen_on_train_and_applied_unchanged_to_test(train_sample
     test_threshold, _ = best_f1_threshold(pooled_histogram(held_out_samples))
     assert train_threshold != 0.5 and train_threshold != test_threshold  # the case can tell them apart
 
-    results = evaluate(GreenChannelModel(), held_out_samples, train_samples=train_samples,
+    results = score_network(GreenChannelModel(), held_out_samples, train_samples=train_samples,
                        with_baselines=False, progress=False)
     assert results["threshold"] == train_threshold
     expected = pooled_scores(held_out_samples, [s.image[..., 1] for s in held_out_samples], train_threshold)
@@ -101,7 +101,7 @@ def test_threshold_is_chosen_on_train_and_applied_unchanged_to_test(train_sample
 
 
 def test_an_explicit_threshold_is_used_as_given(held_out_samples):
-    results = evaluate(GreenChannelModel(), held_out_samples, threshold=0.375, progress=False)
+    results = score_network(GreenChannelModel(), held_out_samples, threshold=0.375, progress=False)
     assert results["threshold"] == 0.375
     expected = pooled_scores(held_out_samples, [s.image[..., 1] for s in held_out_samples], 0.375)
     assert results["f1"] == pytest.approx(expected["f1"], abs=1e-12)
@@ -110,15 +110,15 @@ def test_an_explicit_threshold_is_used_as_given(held_out_samples):
 
 def test_a_threshold_source_is_required(held_out_samples):
     with pytest.raises(ValueError, match="train_samples"):
-        evaluate(GreenChannelModel(), held_out_samples, progress=False)
+        score_network(GreenChannelModel(), held_out_samples, progress=False)
     with pytest.raises(ValueError, match="between 0 and 1"):
-        evaluate(GreenChannelModel(), held_out_samples, threshold=1.5, progress=False)
+        score_network(GreenChannelModel(), held_out_samples, threshold=1.5, progress=False)
 
 
 def test_unlabelled_test_samples_are_refused_by_name(held_out_samples):
     unlabelled = Sample(held_out_samples[0].image, None, held_out_samples[0].fov, name="01_test")
     with pytest.raises(ValueError, match="01_test"):
-        evaluate(GreenChannelModel(), [unlabelled], threshold=0.5, progress=False)
+        score_network(GreenChannelModel(), [unlabelled], threshold=0.5, progress=False)
 
 
 # --------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_unlabelled_test_samples_are_refused_by_name(held_out_samples):
 # --------------------------------------------------------------------------
 
 def test_results_hold_pooled_per_image_and_reference_rows(train_samples, held_out_samples):
-    results = evaluate(GreenChannelModel(), held_out_samples, train_samples=train_samples,
+    results = score_network(GreenChannelModel(), held_out_samples, train_samples=train_samples,
                        progress=False, return_probabilities=True)
     for key in ("model", "second_observer", "frangi"):
         scores = results if key == "model" else results[key]
@@ -150,7 +150,7 @@ def test_results_hold_pooled_per_image_and_reference_rows(train_samples, held_ou
 
 
 def test_no_second_observer_row_without_second_labels(train_samples):
-    results = evaluate(GreenChannelModel(), train_samples, threshold=0.5, progress=False)
+    results = score_network(GreenChannelModel(), train_samples, threshold=0.5, progress=False)
     assert "second_observer" not in results
     assert results["n_images"] == len(train_samples)
     assert "probabilities" not in results
@@ -173,13 +173,13 @@ class CountingSamples(Sequence):
 
 def test_each_sample_is_read_once(train_samples, held_out_samples):
     train, test = CountingSamples(train_samples), CountingSamples(held_out_samples)
-    evaluate(GreenChannelModel(), test, train_samples=train, progress=False)
+    score_network(GreenChannelModel(), test, train_samples=train, progress=False)
     assert train.reads == [1] * len(train_samples)
     assert test.reads == [1] * len(held_out_samples)
 
 
 def test_format_table_has_a_row_per_method(train_samples, held_out_samples):
-    results = evaluate(GreenChannelModel(), held_out_samples, train_samples=train_samples, progress=False)
+    results = score_network(GreenChannelModel(), held_out_samples, train_samples=train_samples, progress=False)
     table = format_table(results)
     lines = table.splitlines()
     for column in ("F1", "IoU", "Acc", "Se", "Sp", "Pr", "AUC-ROC", "AUC-PR", "threshold"):
@@ -240,7 +240,7 @@ def test_a_vessel_free_label_leaves_its_auc_undefined_and_everything_else_scored
     samples = [make_sample(10 + seed, TEST_ODDS, f"test{seed}") for seed in range(2)]
     empty = Sample(samples[0].image, np.zeros_like(samples[0].label), samples[0].fov, name="no_vessels")
     with pytest.warns(UserWarning, match="image 'no_vessels': its label has no vessel pixels"):
-        results = evaluate(GreenChannelModel(), [*samples, empty], threshold=0.5, progress=False)
+        results = score_network(GreenChannelModel(), [*samples, empty], threshold=0.5, progress=False)
     by_name = {scores["name"]: scores for scores in results["per_image"]}
     assert by_name["no_vessels"]["auc_roc"] is None and by_name["no_vessels"]["auc_pr"] is None
     assert by_name["no_vessels"]["specificity"] < 1 and math.isfinite(by_name["test0"]["auc_roc"])
@@ -248,7 +248,7 @@ def test_a_vessel_free_label_leaves_its_auc_undefined_and_everything_else_scored
     json.dumps(results)  # None becomes null: the results still save
 
 
-def test_a_too_small_image_is_named_in_evaluate() -> None:
+def test_a_too_small_image_is_named_in_score_network() -> None:
     tiny = Sample(np.zeros((16, 16, 3), np.float32), np.eye(16, dtype=bool), np.ones((16, 16), bool), name="crumb")
     with pytest.raises(ValueError, match="sample 'crumb': image must be at least 32 x 32"):
-        evaluate(GreenChannelModel(), [tiny], threshold=0.5, progress=False)
+        score_network(GreenChannelModel(), [tiny], threshold=0.5, progress=False)

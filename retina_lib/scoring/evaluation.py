@@ -1,6 +1,6 @@
 """Score a trained network on a test split the way the literature does.
 
-The conventions (see REFERENCE.md), and how :func:`evaluate` follows them:
+The conventions (see REFERENCE.md), and how :func:`score_network` follows them:
 
 * **Native resolution, inside the field of view.** Every test image is
   predicted at its own size (:func:`retina_lib.scoring.inference.predict`) and only
@@ -166,7 +166,7 @@ def choose_thresholds(
     return {name: best_f1_threshold(histogram)[0] for name, histogram in histograms.items()}
 
 
-def evaluate(
+def score_network(
     model: nn.Module,
     test_samples: Sequence[Sample],
     *,
@@ -210,7 +210,7 @@ def evaluate(
         With ``return_probabilities``, ``probabilities`` (a list of arrays).
     """
     if threshold is None and train_samples is None:
-        raise ValueError("evaluate needs train_samples (to choose the threshold that maximises F1 on "
+        raise ValueError("score_network needs train_samples (to choose the threshold that maximises F1 on "
                          "training data) or an explicit threshold=...; choosing it on the test labels "
                          "would inflate the test scores, and 0.5 is rarely the best cut")
     if len(test_samples) == 0:
@@ -257,7 +257,7 @@ _COLUMNS = {"f1": "F1", "iou": "IoU", "accuracy": "Acc", "sensitivity": "Se", "s
 
 
 def format_table(results: dict[str, Any], model_name: str = "LinkNet") -> str:
-    """The pooled scores of :func:`evaluate` as a plain-text table, one row per method.
+    """The pooled scores of :func:`score_network` as a plain-text table, one row per method.
 
     Rows: the model, then the second observer and Frangi where present.
     The second observer's threshold is shown as "-": its map is already binary.

@@ -306,7 +306,7 @@ def predict_samples(
     """:func:`predict` for every sample, in order, with a progress bar.
 
     Keeps all maps in memory (about 4 bytes per pixel): fine for a notebook's
-    plots of DRIVE or CHASE_DB1. :func:`retina_lib.scoring.evaluation.evaluate` does
+    plots of DRIVE or CHASE_DB1. :func:`retina_lib.scoring.evaluation.score_network` does
     not use this; it scores each map as soon as it is made.
     """
     return [predict(model, sample.image, tta=tta, tile_size=tile_size)
