@@ -294,14 +294,16 @@ def check_epochs_lost(answer: int) -> bool:
 # Notebook 04
 # --------------------------------------------------------------------------
 
-def check_pooled_f1(answer: float, probabilities, samples, threshold: float) -> bool:
+def check_pooled_f1(answer: float, samples, probabilities, threshold: float) -> bool:
     """F1 of ``probabilities`` cut at ``threshold``, pooled over the FOV pixels of ``samples``.
+
+    ``samples`` come before their maps, as in :func:`retina_lib.widgets.browse_predictions`.
 
     Pass one map and one sample in lists to check the F1 of a single image.
     """
 
     if len(probabilities) != len(samples):
-        raise ValueError(f"probabilities has {len(probabilities)} maps but samples has {len(samples)}")
+        raise ValueError(f"samples has {len(samples)} entries but probabilities has {len(probabilities)}")
     counts = ConfusionCounts(tp=0, fp=0, tn=0, fn=0)
     for probability, sample in zip(probabilities, samples):
         counts = counts + confusion_counts(probability, sample.label, sample.fov, threshold)

@@ -71,7 +71,7 @@ FIGURE_BUILDERS = {
     "show_samples": lambda case, save_to: plotter.show_samples(
         [case["image"]], [case["label"]], [case["prob"]], save_to=save_to),
     "plot_error_overlay": lambda case, save_to: plotter.plot_error_overlay(
-        case["image"], case["label"], case["prob"], case["fov"], save_to=save_to),
+        case["prob"], case["label"], case["fov"], case["image"], save_to=save_to),
     "plot_roc_pr": lambda case, save_to: plotter.plot_roc_pr({"model": _histogram(case)}, save_to=save_to),
 }
 
@@ -160,7 +160,7 @@ def test_show_samples_accepts_numpy_and_torch_images_in_a_grid():
     torch_image = torch.from_numpy(second["image"]).permute(2, 0, 1)  # 3 x H x W, as PyTorch feeds it
     fig = plotter.show_samples(
         [first["image"], torch_image], [first["label"], second["label"]],
-        predictions=[first["prob"], torch.from_numpy(second["prob"])[None]],  # 1 x H x W is accepted too
+        probabilities=[first["prob"], torch.from_numpy(second["prob"])[None]],  # 1 x H x W is accepted too
         titles=["first", "second"], fovs=[first["fov"], second["fov"]],
     )
     assert fig.get_suptitle()
@@ -202,7 +202,7 @@ def test_error_overlay_colours_each_kind_of_pixel():
     fov[3, 3], label[3, 3], prob[3, 3] = False, True, 0.9  # outside the FOV: no colour whatever it is
     fov[3, 2], prob[3, 2] = False, 0.9
 
-    overlay = plotter.error_overlay(image, label, prob, fov, threshold=0.5)
+    overlay = plotter.error_overlay(prob, label, fov, image, threshold=0.5)
 
     assert overlay.shape == (4, 4, 3)
     np.testing.assert_allclose(overlay[0, 0], WHITE)
@@ -218,7 +218,7 @@ def test_error_overlay_colours_each_kind_of_pixel():
 def test_error_overlay_without_image_or_fov_has_a_black_background():
     label = np.array([[True, False], [False, False]])
     prob = np.array([[1.0, 0.0], [0.0, 0.0]])
-    overlay = plotter.error_overlay(None, label, prob)
+    overlay = plotter.error_overlay(prob, label)
     np.testing.assert_allclose(overlay[0, 0], WHITE)
     np.testing.assert_array_equal(overlay[1:, :], 0.0)
 
@@ -226,7 +226,7 @@ def test_error_overlay_without_image_or_fov_has_a_black_background():
 def test_error_overlay_colours_exactly_what_the_metrics_count():
     case = make_case()
     threshold = 0.4
-    overlay = plotter.error_overlay(case["image"], case["label"], case["prob"], case["fov"], threshold)
+    overlay = plotter.error_overlay(case["prob"], case["label"], case["fov"], case["image"], threshold)
     counts = metrics.confusion_counts(case["prob"], case["label"], case["fov"], threshold)
 
     def pixels_of(colour) -> int:
@@ -239,20 +239,20 @@ def test_error_overlay_colours_exactly_what_the_metrics_count():
 def test_error_overlay_accepts_torch_and_refuses_logits():
     case = make_case()
     from_torch = plotter.error_overlay(
-        torch.from_numpy(case["image"]).permute(2, 0, 1), torch.from_numpy(case["label"]),
-        torch.from_numpy(case["prob"])[None], torch.from_numpy(case["fov"]),
+        torch.from_numpy(case["prob"])[None], torch.from_numpy(case["label"]), torch.from_numpy(case["fov"]),
+        torch.from_numpy(case["image"]).permute(2, 0, 1),
     )
-    np.testing.assert_array_equal(from_torch, plotter.error_overlay(case["image"], case["label"], case["prob"], case["fov"]))
+    np.testing.assert_array_equal(from_torch, plotter.error_overlay(case["prob"], case["label"], case["fov"], case["image"]))
     with pytest.raises(ValueError, match="probabilities in \\[0, 1\\]"):
-        plotter.error_overlay(case["image"], case["label"], case["prob"] * 10 - 5)
+        plotter.error_overlay(case["prob"] * 10 - 5, case["label"], image=case["image"])
     with pytest.raises(ValueError, match="fov has size"):
-        plotter.error_overlay(case["image"], case["label"], case["prob"], case["fov"][:-1])
+        plotter.error_overlay(case["prob"], case["label"], case["fov"][:-1], case["image"])
 
 
 def test_plot_error_overlay_legend_names_colours_with_counts():
     case = make_case()
     counts = metrics.confusion_counts(case["prob"], case["label"], case["fov"], 0.3)
-    fig = plotter.plot_error_overlay(case["image"], case["label"], case["prob"], case["fov"], threshold=0.3)
+    fig = plotter.plot_error_overlay(case["prob"], case["label"], case["fov"], case["image"], threshold=0.3)
     assert "0.30" in fig.get_suptitle()
     legend = fig.axes[0].get_legend()
     texts = [text.get_text() for text in legend.get_texts()]
@@ -260,7 +260,7 @@ def test_plot_error_overlay_legend_names_colours_with_counts():
                      f"false negative: {counts.fn:,}"]
     colours = [tuple(patch.get_facecolor()[:3]) for patch in legend.get_patches()]
     np.testing.assert_allclose(colours, [WHITE, VERMILLION, SKY_BLUE])
-    titled = plotter.plot_error_overlay(case["image"], case["label"], case["prob"], title="Image_01L")
+    titled = plotter.plot_error_overlay(case["prob"], case["label"], image=case["image"], title="Image_01L")
     assert titled.get_suptitle() == "Image_01L"
 
 

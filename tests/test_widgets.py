@@ -321,5 +321,5 @@ def test_browse_predictions_pages_through_samples():
     assert browser.result.get_suptitle().startswith("Image_01L")
     index_slider.value = 1
     assert browser.result.get_suptitle().startswith("image 1")
-    with pytest.raises(ValueError, match="samples has 2 entries but probs has 1"):
+    with pytest.raises(ValueError, match="samples has 2 entries but probabilities has 1"):
         widgets.browse_predictions(samples, [first["prob"]])

@@ -56,9 +56,9 @@ from retina_lib.metrics import (
 SECOND_OBSERVER_THRESHOLD = 0.5
 
 
-def rounded_scores(prob: np.ndarray) -> np.ndarray:
-    """``prob`` rounded to float16 (and back to float32): the map that is scored (see module docstring)."""
-    return np.asarray(prob).astype(np.float16).astype(np.float32)
+def rounded_scores(probability: np.ndarray) -> np.ndarray:
+    """``probability`` rounded to float16 (and back to float32): the map that is scored (see module docstring)."""
+    return np.asarray(probability).astype(np.float16).astype(np.float32)
 
 
 def _check_labelled(sample: Sample, where: str) -> None:
@@ -80,10 +80,10 @@ class Scorecard:
         self.counts = ConfusionCounts(0, 0, 0, 0)
         self.histogram: Optional[ScoreHistogram] = None
 
-    def add(self, sample: Sample, prob: np.ndarray) -> None:
+    def add(self, sample: Sample, probability: np.ndarray) -> None:
         """Score one map of ``sample`` (probabilities, or a bool mask) inside its FOV."""
-        counts = confusion_counts(prob, sample.label, sample.fov, self.threshold)
-        histogram = score_histogram(prob, sample.label, sample.fov)
+        counts = confusion_counts(probability, sample.label, sample.fov, self.threshold)
+        histogram = score_histogram(probability, sample.label, sample.fov)
         scores = image_metrics(counts, histogram, self.threshold, sample.name)
         self.per_image.append({"name": sample.name, **scores})
         self.counts = self.counts + counts
@@ -158,8 +158,8 @@ def choose_thresholds(
             maps["model"] = _predict_sample(model, sample, tta)
         if frangi:
             maps["frangi"] = frangi_vesselness(sample.image, sample.fov)
-        for name, prob in maps.items():
-            histogram = score_histogram(rounded_scores(prob), sample.label, sample.fov)
+        for name, probability in maps.items():
+            histogram = score_histogram(rounded_scores(probability), sample.label, sample.fov)
             histograms[name] = histogram + histograms[name] if name in histograms else histogram
     if not histograms:
         raise ValueError("choose_thresholds: train_samples is empty (or nothing was asked for)")
@@ -230,10 +230,10 @@ def score_network(
     probabilities = []
     for sample in tqdm(test_samples, desc="evaluating on test", disable=not progress):
         _check_labelled(sample, "test_samples")
-        prob = _predict_sample(model, sample, tta)
-        model_card.add(sample, rounded_scores(prob))
+        probability = _predict_sample(model, sample, tta)
+        model_card.add(sample, rounded_scores(probability))
         if return_probabilities:
-            probabilities.append(prob)
+            probabilities.append(probability)
         if frangi_card is not None:
             frangi_card.add(sample, rounded_scores(frangi_vesselness(sample.image, sample.fov)))
         if observer_card is not None and sample.second_label is not None:

@@ -134,9 +134,9 @@ def _predict_piece(model: nn.Module, piece: Tensor, tta: bool) -> Tensor:
     total = torch.zeros(piece.shape[1:], device=piece.device)
     for dims in TTA_FLIPS:
         flipped = torch.flip(batch, dims) if dims else batch
-        prob = _vessel_probability(model, flipped)
-        # Undo the flip; the (N, C) dims of the batch are gone from prob.
-        total += torch.flip(prob, [d - 2 for d in dims]) if dims else prob
+        probability = _vessel_probability(model, flipped)
+        # Undo the flip; the (N, C) dims of the batch are gone from probability.
+        total += torch.flip(probability, [d - 2 for d in dims]) if dims else probability
     return total / len(TTA_FLIPS)
 
 
@@ -217,9 +217,9 @@ def _predict_tiled(model: nn.Module, image: Tensor, tile_size: int, overlap: int
             right = min(left + tile_size, width)
             column_weights = blend_ramp(right - left, overlap, rise=left > 0, fall=right < width)
             tile = image[:, top:bottom, left:right].to(device)
-            prob = _predict_piece(model, tile, tta).cpu().numpy()
+            probability = _predict_piece(model, tile, tta).cpu().numpy()
             weights = np.outer(row_weights, column_weights)
-            weighted_sum[top:bottom, left:right] += weights * prob
+            weighted_sum[top:bottom, left:right] += weights * probability
             weight_sum[top:bottom, left:right] += weights
     return weighted_sum / weight_sum
 
@@ -278,20 +278,20 @@ def predict(
     try:
         with torch.inference_mode():
             if in_one_piece:
-                prob = _predict_piece(model, tensor.to(compute_device), tta).cpu().numpy()
+                probability = _predict_piece(model, tensor.to(compute_device), tta).cpu().numpy()
             else:
-                prob = _predict_tiled(model, tensor, tile_size, overlap, tta, compute_device)
+                probability = _predict_tiled(model, tensor, tile_size, overlap, tta, compute_device)
     finally:
         model.train(was_training)
-    _check_finite(prob)
-    return prob.astype(np.float32, copy=False)
+    _check_finite(probability)
+    return probability.astype(np.float32, copy=False)
 
 
-def _check_finite(prob: np.ndarray) -> None:
+def _check_finite(probability: np.ndarray) -> None:
     """Refuse a map with NaN or infinite values: thresholded, it would silently say "no vessel" there."""
-    broken = int(np.count_nonzero(~np.isfinite(prob)))
+    broken = int(np.count_nonzero(~np.isfinite(probability)))
     if broken:
-        raise ValueError(f"the network's output is NaN or infinite for {broken} of {prob.size} pixels: its "
+        raise ValueError(f"the network's output is NaN or infinite for {broken} of {probability.size} pixels: its "
                          f"weights (or the image) hold NaN or infinite values, so there is no prediction to give")
 
 
