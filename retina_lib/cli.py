@@ -10,8 +10,10 @@ notebooks call too. Examples::
     python -m retina_lib predict photo.jpg --weights runs/chase/linknet.pth --out predictions/
 
 Expected failures (a missing file, weights of another network, an unknown
-dataset, an unreadable image) print one line ``error: ...`` and exit with
-status 2; ``--debug`` shows the full traceback instead. ``predict`` with
+dataset, an unreadable image: a ``retina_lib.errors.UserInputError`` or an
+``OSError``) print one line ``error: ...`` and exit with status 2; ``--debug``
+shows the full traceback instead. Any other exception, a plain ``ValueError``
+included, is a bug in the library and keeps its traceback. ``predict`` with
 several images writes the maps of every image it can read and reports the
 others at the end (status 2); outputs that would overwrite an input or each
 other are refused before anything is written. Impossible numbers (``--lr
@@ -31,8 +33,9 @@ from typing import Any, Optional
 import numpy as np
 from PIL import Image
 
-from retina_lib.data import DATASET_NAMES, DownloadError, download, load_dataset
+from retina_lib.data import DATASET_NAMES, download, load_dataset
 from retina_lib.data.readers import read_image, split_extension
+from retina_lib.errors import UserInputError
 from retina_lib.system.hardware import pick_device
 from retina_lib.system.hardware import AMP_CHOICES
 from retina_lib.epoch_loop import OPTIMISE_CHOICES, NonFiniteLossError
@@ -54,9 +57,11 @@ RESIDENT_OPTIONS = {"auto": "auto", "on": True, "off": False}
 INTERRUPTED_STATUS = 130
 
 #: Errors caused by the input or the environment, not by a bug: reported in one
-#: line. ValueError covers DatasetError, WeightsError and ResumeError; OSError
-#: covers missing files and an existing run folder.
-EXPECTED_ERRORS = (ValueError, OSError, NonFiniteLossError, DownloadError)
+#: line. UserInputError covers DatasetError, WeightsError and ResumeError; OSError
+#: covers missing files, an existing run folder and DownloadError; NonFiniteLossError
+#: a recipe that diverged. Anything else, a plain ValueError included, is a bug
+#: in the library and shows its traceback.
+EXPECTED_ERRORS = (UserInputError, OSError, NonFiniteLossError)
 
 #: Library argument names in error messages, and the options that set them on the command line.
 OPTION_NAMES = {"Pass skip_incomplete=True": "Pass --skip-incomplete"}
@@ -71,10 +76,10 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
     options = {"n": args.synthetic_n, "size": args.synthetic_size}
     given = {key: value for key, value in options.items() if value is not None}
     if given and args.dataset != "synthetic":
-        raise ValueError(f"--synthetic-n and --synthetic-size only apply to --dataset synthetic, not {args.dataset!r}")
+        raise UserInputError(f"--synthetic-n and --synthetic-size only apply to --dataset synthetic, not {args.dataset!r}")
     if args.skip_incomplete:
         if args.dataset == "synthetic":
-            raise ValueError("--skip-incomplete applies to real datasets, not to --dataset synthetic")
+            raise UserInputError("--skip-incomplete applies to real datasets, not to --dataset synthetic")
         given["skip_incomplete"] = True
     return given
 
@@ -170,13 +175,13 @@ def check_prediction_paths(images: Sequence[Path], out_dir: Optional[Path]) -> N
         for output in prediction_paths(image, out_dir):
             key = _same_file_key(output)
             if key in inputs:
-                raise ValueError(f"predicting {image} would overwrite the input {inputs[key]} with {output}; "
+                raise UserInputError(f"predicting {image} would overwrite the input {inputs[key]} with {output}; "
                                  f"rename that input or write elsewhere with --out")
             if key in written_by:
                 other = written_by[key]
                 reason = "the same image is given twice" if _same_file_key(other) == _same_file_key(image) \
                     else f"{other} and {image} have the same name"
-                raise ValueError(f"two inputs would both write {output} ({reason}); nothing was written: "
+                raise UserInputError(f"two inputs would both write {output} ({reason}); nothing was written: "
                                  f"predict them in separate commands with different --out folders")
             written_by[key] = image
 
@@ -198,12 +203,12 @@ def command_predict(args: argparse.Namespace) -> None:
         try:
             probability = predict(model, read_image(image_path), tta=args.tta)
             save_prediction(probability, args.threshold, paths)
-        except (ValueError, OSError) as error:
+        except (UserInputError, OSError) as error:
             failures.append(f"{image_path}: {' '.join(str(error).splitlines())}")
             continue
         print(f"{image_path} -> {paths[0]}, {paths[1]}")
     if failures:
-        raise ValueError(f"{len(failures)} of {len(args.images)} image(s) could not be predicted "
+        raise UserInputError(f"{len(failures)} of {len(args.images)} image(s) could not be predicted "
                          f"(the others were written): " + "; ".join(failures))
 
 

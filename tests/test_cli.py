@@ -12,7 +12,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from retina_lib import cli
 from retina_lib.cli import main
+from retina_lib.errors import UserInputError
 from retina_lib.training.run_folder import CHECKPOINT_FILE
 from test_data_readers import png_header_only
 
@@ -260,3 +262,29 @@ def test_the_command_line_names_its_own_option_for_skipping(tmp_path: Path, caps
                          "--out", str(tmp_path / "run"))
     assert_one_line_error(status, err, "Pass --skip-incomplete to leave the incomplete samples out")
     assert "skip_incomplete=True" not in err
+
+
+# --------------------------------------------------------------------------
+# A user's mistake is one line; a library bug keeps its traceback
+# --------------------------------------------------------------------------
+
+def fail_while_loading_weights(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """Make ``predict`` fail with ``error`` where it loads the weights, as a bug inside the library would."""
+    def load_weights(path):
+        raise error
+
+    monkeypatch.setattr(cli, "load_weights", load_weights)
+
+
+def test_a_plain_value_error_is_a_bug_and_shows_its_traceback(tmp_path: Path, capsys, monkeypatch) -> None:
+    fail_while_loading_weights(monkeypatch, ValueError("operands could not be broadcast together"))
+    with pytest.raises(ValueError, match="operands could not be broadcast"):
+        main(["predict", str(tmp_path / "eye.png"), "--weights", str(tmp_path / "w.pth")])
+    assert "error:" not in capsys.readouterr().err, "a bug must not be dressed up as the user's mistake"
+
+
+def test_a_user_input_error_is_one_line_without_traceback(tmp_path: Path, capsys, monkeypatch) -> None:
+    fail_while_loading_weights(monkeypatch, UserInputError("w.pth: made for another network"))
+    status, _, err = run(capsys, "predict", str(tmp_path / "eye.png"), "--weights", str(tmp_path / "w.pth"))
+    assert_one_line_error(status, err, "w.pth: made for another network")
+    assert "Traceback" not in err

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from retina_lib.baselines import frangi_vesselness
 from retina_lib.data.sample import Sample
+from retina_lib.errors import UserInputError
 from retina_lib.scoring.inference import predict
 from retina_lib.metrics import (
     METRIC_NAMES,
@@ -64,7 +65,7 @@ def rounded_scores(probability: np.ndarray) -> np.ndarray:
 def _check_labelled(sample: Sample, where: str) -> None:
     """Refuse a sample without a vessel label, naming it: it cannot be scored."""
     if sample.label is None:
-        raise ValueError(f"{where}: sample {sample.name!r} has no vessel label, so it cannot be "
+        raise UserInputError(f"{where}: sample {sample.name!r} has no vessel label, so it cannot be "
                          f"scored (e.g. DRIVE's test.zip from grand-challenge ships no 1st_manual)")
 
 
@@ -124,8 +125,8 @@ def _predict_sample(model: nn.Module, sample: Sample, tta: bool) -> np.ndarray:
     """:func:`predict` for one sample; an image it cannot take (too small, say) is named in the error."""
     try:
         return predict(model, sample.image, tta=tta)
-    except ValueError as error:
-        raise ValueError(f"sample {sample.name!r}: {error}") from error
+    except UserInputError as error:
+        raise UserInputError(f"sample {sample.name!r}: {error}") from error
 
 
 def _check_threshold(threshold: float) -> float:
@@ -214,7 +215,7 @@ def score_network(
                          "training data) or an explicit threshold=...; choosing it on the test labels "
                          "would inflate the test scores, and 0.5 is rarely the best cut")
     if len(test_samples) == 0:
-        raise ValueError("test_samples is empty: there is nothing to evaluate")
+        raise UserInputError("test_samples is empty: there is nothing to evaluate")
     with_frangi = with_baselines and train_samples is not None
 
     thresholds = {} if threshold is None else {"model": _check_threshold(threshold)}

@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 
 from retina_lib.data.sample import Sample
 from retina_lib.data.transforms import as_float_rgb
+from retina_lib.errors import UserInputError
 from retina_lib.model import SIZE_MULTIPLE, probabilities
 from retina_lib.system.hardware import model_device
 
@@ -85,7 +86,7 @@ def _image_tensor(image: ImageLike) -> Tensor:
     tensor = torch.from_numpy(np.ascontiguousarray(as_float_rgb(image)))
     height, width = tensor.shape[:2]
     if min(height, width) < SIZE_MULTIPLE:
-        raise ValueError(f"image must be at least {SIZE_MULTIPLE} x {SIZE_MULTIPLE} pixels, "
+        raise UserInputError(f"image must be at least {SIZE_MULTIPLE} x {SIZE_MULTIPLE} pixels, "
                          f"got {height} x {width}")
     return tensor.permute(2, 0, 1)
 
@@ -291,7 +292,7 @@ def _check_finite(probability: np.ndarray) -> None:
     """Refuse a map with NaN or infinite values: thresholded, it would silently say "no vessel" there."""
     broken = int(np.count_nonzero(~np.isfinite(probability)))
     if broken:
-        raise ValueError(f"the network's output is NaN or infinite for {broken} of {probability.size} pixels: its "
+        raise UserInputError(f"the network's output is NaN or infinite for {broken} of {probability.size} pixels: its "
                          f"weights (or the image) hold NaN or infinite values, so there is no prediction to give")
 
 

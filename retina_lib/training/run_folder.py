@@ -33,6 +33,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from retina_lib import plotter
+from retina_lib.errors import UserInputError
 
 try:  # Linux, macOS and other Unix systems
     import fcntl
@@ -55,7 +56,7 @@ LOCK_FILE = ".lock"
 PARTIAL_SUFFIX = ".partial"
 
 
-class ResumeError(ValueError):
+class ResumeError(UserInputError):
     """A run cannot be resumed: no checkpoint, a damaged one, or one made with different settings."""
 
 

@@ -64,6 +64,7 @@ from retina_lib.training.distributed import (
     share_buffers,
 )
 from retina_lib.epoch_loop import OPTIMISE_CHOICES, Evaluate, Train
+from retina_lib.errors import UserInputError
 from retina_lib.system.hardware import autocast_dtype, check_amp, default_channels_last
 from retina_lib.training.run_folder import (
     CHECKPOINT_FILE,
@@ -145,9 +146,9 @@ def split_validation(samples: Sequence[Sample], val_count: int) -> tuple[list[Sa
     ``val_count=0`` means no validation.
     """
     if val_count < 0:
-        raise ValueError(f"val_count must be 0 or more, got {val_count}")
+        raise UserInputError(f"val_count must be 0 or more, got {val_count}")
     if val_count >= len(samples):
-        raise ValueError(
+        raise UserInputError(
             f"val_count={val_count} leaves no training images: the training split has only "
             f"{len(samples)} image(s); lower val_count (0 disables validation)"
         )

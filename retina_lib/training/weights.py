@@ -21,10 +21,11 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from retina_lib.errors import UserInputError
 from retina_lib.model import LinkNet
 
 
-class WeightsError(ValueError):
+class WeightsError(UserInputError):
     """A weights file cannot be loaded into the model; the message says why."""
 
 
