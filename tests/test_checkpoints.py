@@ -65,3 +65,54 @@ def test_settings_differences() -> None:
     cosine = {**saved, "schedule": "cosine"}
     assert "not with schedule='cosine'" in settings_differences(cosine, {**cosine, "epochs": 20})[0]
     assert settings_differences(saved, {**saved, "seed": 1}) == ["seed: '(not set)' in the checkpoint, 1 now"]
+
+
+# --------------------------------------------------------------------------
+# Random states, snapshots and the shape of a checkpoint
+# --------------------------------------------------------------------------
+
+def test_restoring_the_random_states_repeats_the_next_draws() -> None:
+    import random
+
+    import numpy as np
+
+    from retina_lib.training.checkpoints import restore_rng_states, rng_states
+
+    def draws() -> tuple:
+        return random.random(), random.gauss(0, 1), float(np.random.rand()), torch.rand(1).item()
+
+    states = rng_states()
+    first = draws()
+    assert draws() != first
+    restore_rng_states(states)
+    assert draws() == first
+
+
+def test_rng_states_load_with_weights_only(tmp_path: Path) -> None:
+    from retina_lib.training.checkpoints import rng_states
+
+    torch.save(rng_states(), tmp_path / "rng.pth")
+    loaded = torch.load(tmp_path / "rng.pth", weights_only=True)
+    assert torch.equal(loaded["torch"], torch.get_rng_state())
+
+
+def test_cpu_copy_is_a_snapshot_later_steps_cannot_change() -> None:
+    from retina_lib.training.checkpoints import cpu_copy
+
+    layer = nn.Linear(2, 1)
+    snapshot = cpu_copy(layer.state_dict())
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    assert not torch.equal(snapshot["weight"], layer.weight)
+    assert not snapshot["weight"].requires_grad
+
+
+def test_checkpoint_problems_names_what_is_missing_or_mistyped(tmp_path: Path) -> None:
+    from retina_lib.training.checkpoints import checkpoint_problems
+
+    assert checkpoint_problems([1, 2]) == ["it holds a list, not a dict"]
+    fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+    written = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert checkpoint_problems(written) == [], "what fit writes is well formed"
+    assert "'epoch' is a bool" in checkpoint_problems({**written, "epoch": True})
+    assert "no 'history'" in checkpoint_problems({key: value for key, value in written.items() if key != "history"})
