@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from retina_lib import data
 from retina_lib.system.hardware import pick_device, seed_everything
 
 #: Where the course lives. The "Open in Colab" badges and the Colab install cell
@@ -48,7 +49,10 @@ class CourseSetup:
 
 
 def setup(seed: int = 0, device: str = "auto") -> CourseSetup:
-    """Seed everything, pick the device, and say both out loud."""
+    """Seed everything, pick the device, and say both out loud.
+
+    Used in the setup cell of every notebook.
+    """
     seed_everything(seed)
     chosen = pick_device(device)
     smoke = smoke_mode()
@@ -74,9 +78,9 @@ def load_course_data(
     the data root, downloading it on first use where a public link exists. Smoke
     mode uses the synthetic generator, and says so; so does a learner whose
     download fails, with the reason printed, never silently.
-    """
-    from retina_lib import data  # imported here so that notebooks 01 and 02 never touch data code
 
+    Loads the photographs of notebooks 02 (section 4), 03 and 04 (their setup cells).
+    """
     name = name or course_dataset_name()
     if smoke:
         print("Smoke mode: using the SYNTHETIC fundus generator instead of real photographs.")
@@ -100,6 +104,4 @@ def load_course_data(
 
 
 def _synthetic(n: int, seed: int, size: int, split: str = "train") -> Sequence:
-    from retina_lib.data import load_dataset
-
-    return load_dataset("synthetic", split, n=n, size=size, seed=seed)
+    return data.load_dataset("synthetic", split, n=n, size=size, seed=seed)

@@ -117,6 +117,8 @@ class ConfusionCounts:
 
     tp: vessel predicted as vessel, fp: background predicted as vessel,
     tn: background predicted as background, fn: vessel predicted as background.
+
+    Taught in notebook 02, section 4.
     """
 
     tp: int
@@ -143,6 +145,8 @@ def confusion_counts(
     """Count tp/fp/tn/fn inside the FOV, predicting vessel where ``probability >= threshold``.
 
     ``probability`` may be a bool mask (a hard prediction): True counts as 1.0.
+
+    Taught in notebook 02, section 1.
     """
     scores, is_vessel = _pixels_inside_fov(probability, label, fov)
     predicted = scores >= _float32_threshold(threshold)
@@ -176,6 +180,8 @@ def scores_from_counts(counts: ConfusionCounts) -> dict[str, float]:
     gives sensitivity 0.0. A perfect prediction therefore always scores 1.0,
     an imperfect one never gets a free 1.0, and no NaN or warning appears.
     Counting no pixel at all is an error (accuracy has no meaning then).
+
+    Taught in notebook 02, section 1.
     """
     if counts.total == 0:
         raise ValueError("counts are all zero: no pixel was evaluated")
@@ -253,14 +259,20 @@ def _collapse_equal_scores(
 def score_histogram(
     probability: npt.ArrayLike, label: npt.ArrayLike, fov: Optional[npt.ArrayLike] = None
 ) -> ScoreHistogram:
-    """The :class:`ScoreHistogram` of one image's pixels inside the FOV."""
+    """The :class:`ScoreHistogram` of one image's pixels inside the FOV.
+
+    Taught in notebook 04, section 4.
+    """
     scores, is_vessel = _pixels_inside_fov(probability, label, fov)
     positives = is_vessel.astype(np.int64)
     return _collapse_equal_scores(scores, positives, 1 - positives)
 
 
 def merge_histograms(histograms: Iterable[ScoreHistogram]) -> ScoreHistogram:
-    """Pool several histograms into one, as if built from all their pixels together."""
+    """Pool several histograms into one, as if built from all their pixels together.
+
+    Taught in notebook 04, section 4.
+    """
     histograms = list(histograms)
     if not histograms:
         raise ValueError("merge_histograms needs at least one histogram")
@@ -364,6 +376,8 @@ def best_f1_threshold(hist: ScoreHistogram) -> tuple[float, float]:
     is meant to judge. Among equally good thresholds the highest is returned.
     ``confusion_counts(..., threshold=threshold)`` on the same pixels gives
     exactly this F1.
+
+    Taught in notebook 04, section 4.
     """
     _require_vessels(hist, "the best F1 threshold")
     thresholds, tp, fp = _cumulative_counts(hist)

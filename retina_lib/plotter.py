@@ -102,6 +102,8 @@ def binarise(probability: np.ndarray, threshold: float) -> np.ndarray:
     here are exactly the pixels it counts. Bool maps (hard masks) work too.
     Values outside [0, 1] are refused: they are usually logits that never
     went through the sigmoid.
+
+    Taught in notebook 04, section 6.
     """
     scores = probability.astype(np.float32)
     if scores.size and not (scores.min() >= 0.0 and scores.max() <= 1.0):  # NaN fails too
@@ -179,6 +181,8 @@ def plot_history(history: Mapping[str, Sequence[float]], save_to: str | Path | N
     When ``val_dice`` is present the best epoch (highest validation Dice) is
     marked on every panel: that is the checkpoint worth keeping, and the gap
     between the curves after it shows over-fitting.
+
+    Taught in notebook 03, section 2.
     """
     loss_keys = [key for key in history if key.endswith("loss")]
     score_keys = [key for key in history if key.startswith("val_") and not key.endswith("loss")]
@@ -234,6 +238,8 @@ def show_samples(
     booleans; probabilities are H x W maps in [0, 1], shown on a fixed 0..1 scale
     so that "uncertain" looks the same in every row. ``titles`` name the rows;
     ``fovs`` draw the border of each field of view on the label and prediction.
+
+    Taught in notebook 03, section 4.
     """
     count = len(images)
     if count == 0:
@@ -286,6 +292,8 @@ def error_overlay(
     image at ``INSIDE_FOV_BRIGHTNESS``. Pixels outside ``fov`` are never
     scored, so they get no colour: just the grey image at
     ``OUTSIDE_FOV_BRIGHTNESS``. Without an image the background is black.
+
+    Taught in notebook 04, section 9.
     """
     label = as_pixel_map(label, "label").astype(bool)
     predicted = binarise(as_pixel_map(probability, "probability"), threshold)
@@ -349,7 +357,10 @@ def plot_error_overlay(
     title: str | None = None,
     save_to: str | Path | None = None,
 ) -> Figure:
-    """Show :func:`error_overlay` as a figure, with a legend of colours and counts."""
+    """Show :func:`error_overlay` as a figure, with a legend of colours and counts.
+
+    Taught in notebook 04, section 6.
+    """
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     draw_error_overlay(ax, probability, label, fov, image, threshold)
     fig.suptitle(title if title else f"Errors at threshold {threshold:.2f}")
@@ -391,6 +402,8 @@ def plot_roc_pr(
     such as the second human observer: a name mapped to the scores
     dictionary of :func:`retina_lib.metrics.scores_from_counts` (its
     ``sensitivity``, ``specificity`` and ``precision`` place the marker).
+
+    Taught in notebook 04, section 5.
     """
     if not histograms:
         raise ValueError("histograms is empty: give at least one {name: ScoreHistogram}")

@@ -42,7 +42,10 @@ RECIPES: dict[str, TrainConfig] = {
 
 
 def recipe(name: str, **changes: Any) -> TrainConfig:
-    """The named recipe, with any fields replaced (``recipe("course", epochs=2)``)."""
+    """The named recipe, with any fields replaced (``recipe("course", epochs=2)``).
+
+    Taught in notebook 03, section 4.
+    """
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}")
     return replace(RECIPES[name], **changes)
@@ -64,6 +67,8 @@ def train_recipe(
     epoch); the test split is never touched. ``fit_options`` go to :func:`fit`
     (device, amp, resume, num_workers, progress...). The seed is set before the
     network is built, so the initial weights are reproducible too.
+
+    Taught in notebook 03, section 4.
     """
     options = dataset_options or {}
     samples = load_dataset(dataset, split="train", root=root, **options)

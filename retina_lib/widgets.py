@@ -133,7 +133,10 @@ def threshold_view(
     threshold: float = 0.5,
     save_to: str | Path | None = None,
 ) -> Figure:
-    """The prediction binarised at ``threshold``, its errors, and its Dice, IoU and accuracy."""
+    """The prediction binarised at ``threshold``, its errors, and its Dice, IoU and accuracy.
+
+    Taught in notebook 04, section 8.
+    """
     title = f"Prediction binarised at threshold {threshold_text(threshold)}"
     return save_figure(_overlay_and_scores(probability, label, fov, image, threshold, title), save_to)
 
@@ -163,6 +166,8 @@ def shifted_prediction(label: np.ndarray | torch.Tensor, shift: int, blur_sigma:
     with a Gaussian of ``blur_sigma`` pixels turns the hard mask into
     probability-like values, so the threshold decides how thick the
     predicted vessels are; ``blur_sigma=0`` keeps the hard mask.
+
+    Taught in notebook 02, section 6.
     """
     label = as_pixel_map(label, "label").astype(np.float32)
     width = label.shape[1]
@@ -188,14 +193,20 @@ def shift_view(
     blur_sigma: float = 1.0,
     save_to: str | Path | None = None,
 ) -> Figure:
-    """Score :func:`shifted_prediction` against the label it was made from."""
+    """Score :func:`shifted_prediction` against the label it was made from.
+
+    Taught in notebook 02, section 6.
+    """
     probability = shifted_prediction(label, shift, blur_sigma)
     title = f"Label shifted by {shift} px, blurred (sigma {blur_sigma:g} px), threshold {threshold_text(threshold)}"
     return save_figure(_overlay_and_scores(probability, label, fov, None, threshold, title), save_to)
 
 
 def shift_explorer(label: np.ndarray | torch.Tensor, fov: np.ndarray | torch.Tensor | None = None) -> interactive:
-    """:func:`shift_view` with sliders for the shift, the threshold and the blur."""
+    """:func:`shift_view` with sliders for the shift, the threshold and the blur.
+
+    Taught in notebook 02, section 6.
+    """
     def view(shift: int, threshold: float, blur_sigma: float) -> Figure:
         return _shown(shift_view(label, fov, shift, threshold, blur_sigma))
 
@@ -242,6 +253,8 @@ def prediction_view(
     ``samples[i]``. The scores are those of this one image inside its FOV,
     so a threshold's cost in F1 and what it trades (precision against
     sensitivity) can be read off directly.
+
+    Taught in notebook 04, section 8.
     """
     _check_pages(samples, probabilities)
     if not 0 <= index < len(samples):
@@ -262,6 +275,8 @@ def browse_predictions(
     The threshold slider starts at ``threshold`` (pass the one chosen on the
     training split) and offers it besides the steps of 0.05, so it can
     always be moved back there.
+
+    Taught in notebook 04, section 8.
     """
     _check_pages(samples, probabilities)
 

@@ -1,6 +1,6 @@
 """Score a trained network on a test split the way the literature does.
 
-The conventions (see REFERENCE.md), and how :func:`score_network` follows them:
+The conventions (notebook 04, sections 2 and 4, shows them at work), and how :func:`score_network` follows them:
 
 * **Native resolution, inside the field of view.** Every test image is
   predicted at its own size (:func:`retina_lib.scoring.inference.predict`) and only
@@ -58,7 +58,10 @@ SECOND_OBSERVER_THRESHOLD = 0.5
 
 
 def rounded_scores(probability: np.ndarray) -> np.ndarray:
-    """``probability`` rounded to float16 (and back to float32): the map that is scored (see module docstring)."""
+    """``probability`` rounded to float16 (and back to float32): the map that is scored (see module docstring).
+
+    Taught in notebook 04, section 4.
+    """
     return np.asarray(probability).astype(np.float16).astype(np.float32)
 
 
@@ -209,6 +212,8 @@ def score_network(
         :func:`image_metrics`) and ``n_images``. Where computed,
         ``second_observer`` and ``frangi`` hold dicts of the same form.
         With ``return_probabilities``, ``probabilities`` (a list of arrays).
+
+    Taught in notebook 04, section 2.
     """
     if threshold is None and train_samples is None:
         raise ValueError("score_network needs train_samples (to choose the threshold that maximises F1 on "
@@ -262,6 +267,8 @@ def format_table(results: dict[str, Any], model_name: str = "LinkNet") -> str:
 
     Rows: the model, then the second observer and Frangi where present.
     The second observer's threshold is shown as "-": its map is already binary.
+
+    Taught in notebook 04, section 2.
     """
     rows = [("model", model_name, results)] + [
         (key, label, results[key]) for key, label in REFERENCE_ROWS.items() if key in results

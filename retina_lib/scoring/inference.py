@@ -262,6 +262,8 @@ def predict(
 
     Raises ValueError if the network's output is NaN or infinite anywhere
     (a diverged network), rather than returning a map that looks empty.
+
+    Taught in notebook 01, section 10.
     """
     compute_device = _check_device(model, device)
     tensor = _image_tensor(image)
@@ -309,6 +311,8 @@ def predict_samples(
     Keeps all maps in memory (about 4 bytes per pixel): fine for a notebook's
     plots of DRIVE or CHASE_DB1. :func:`retina_lib.scoring.evaluation.score_network` does
     not use this; it scores each map as soon as it is made.
+
+    Taught in notebook 03, section 4.
     """
     return [predict(model, sample.image, tta=tta, tile_size=tile_size)
             for sample in tqdm(samples, desc="predicting", disable=not progress)]

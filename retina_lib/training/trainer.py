@@ -144,6 +144,8 @@ def split_validation(samples: Sequence[Sample], val_count: int) -> tuple[list[Sa
     has to stay unseen until the final evaluation. Taking the last images
     (rather than random ones) keeps the split the same on every machine.
     ``val_count=0`` means no validation.
+
+    Taught in notebook 03, section 1.
     """
     if val_count < 0:
         raise UserInputError(f"val_count must be 0 or more, got {val_count}")

@@ -113,6 +113,8 @@ def load_weights(path: str | Path, model: Optional[nn.Module] = None) -> nn.Modu
     Python objects, is not a state dict, holds NaN or infinite weights, or
     belongs to another architecture (the message lists a few missing or
     unexpected keys and shape mismatches).
+
+    Taught in notebook 03, section 5.
     """
     path = Path(path)
     stored = safe_torch_load(path)
