@@ -51,6 +51,7 @@ def test_every_command_has_help(command: str, capsys) -> None:
     assert f"usage: python -m retina_lib {command}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_python_dash_m_shows_help() -> None:
     result = subprocess.run([sys.executable, "-m", "retina_lib", "--help"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1],

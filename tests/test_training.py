@@ -116,6 +116,7 @@ def test_the_model_ends_with_the_best_epoch_weights(tmp_path: Path) -> None:
     assert history["lr"][0] == pytest.approx(1e-2) and history["lr"][-1] < history["lr"][0]  # cosine
 
 
+@pytest.mark.slow
 def test_checkpoints_load_with_weights_only_and_linknet_pth_into_a_fresh_linknet(tmp_path: Path) -> None:
     torch.manual_seed(0)
     fit(LinkNet(), blob_images(2, size=64), epochs=1, out_dir=tmp_path, **FAST)
@@ -132,6 +133,7 @@ def test_checkpoints_load_with_weights_only_and_linknet_pth_into_a_fresh_linknet
         assert torch.equal(value, from_checkpoint.state_dict()[key]), key
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_with_the_same_history(tmp_path: Path) -> None:
     base, val = blob_images(4), blob_images(2, seed=1)
     straight_model = tiny_net()
@@ -156,6 +158,7 @@ def test_the_interruption_message_says_how_to_resume(tmp_path: Path, capsys) -> 
     assert "holds epoch 1" in message and "resume=True" in message and "--resume" in message
 
 
+@pytest.mark.slow
 def test_a_finished_run_can_be_extended(tmp_path: Path) -> None:
     data, val = NoisyEpochs(blob_images(4)), blob_images(2, seed=1)
     straight = fit(tiny_net(), data, val, epochs=3, out_dir=tmp_path / "straight", **FAST)

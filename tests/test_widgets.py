@@ -133,6 +133,7 @@ def explorers_and_views() -> list[tuple[str, object, object]]:
     ]
 
 
+@pytest.mark.slow
 def test_each_explorer_starts_on_the_figure_of_its_static_view() -> None:
     for name, explorer, view in explorers_and_views():
         explorer.update()
@@ -178,6 +179,7 @@ def test_explorers_work_with_a_google_colab_module_present(monkeypatch: pytest.M
         importlib.reload(widgets)
 
 
+@pytest.mark.slow
 def test_in_a_kernel_the_figure_goes_into_the_explorer_and_nowhere_else(tmp_path) -> None:
     """Run a small notebook in a real kernel with matplotlib's inline backend, as Jupyter and Colab do.
 
