@@ -38,7 +38,7 @@ import torch
 
 from retina_lib.cli import main as cli_main
 from retina_lib.data import load_dataset
-from retina_lib.scoring.evaluation import evaluate
+from retina_lib.scoring.evaluation import score_network
 from retina_lib.system.files import write_atomically
 from retina_lib.training.weights import load_weights
 from retina_lib.training.trainer import split_validation
@@ -82,7 +82,7 @@ def validation_scores(weights: Path, data_dir: str, device: str, tta: bool = Fal
     samples = load_dataset("chase_db1", "train", root=data_dir)
     fit_part, val_part = split_validation(samples, 4)
     model = load_weights(weights).to(device)
-    results = evaluate(model, val_part, train_samples=fit_part, with_baselines=False, tta=tta, progress=False)
+    results = score_network(model, val_part, train_samples=fit_part, with_baselines=False, tta=tta, progress=False)
     return {key: results[key] for key in ("f1", "auc_roc", "auc_pr", "threshold", "sensitivity", "specificity")}
 
 

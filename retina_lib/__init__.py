@@ -20,7 +20,7 @@ results as JSON).
 """
 from retina_lib.system.hardware import pick_device, seed_everything
 from retina_lib.epoch_loop import Evaluate, Train
-from retina_lib.scoring.evaluation import evaluate
+from retina_lib.scoring.evaluation import score_network
 from retina_lib.scoring.inference import predict
 from retina_lib.losses import BCEDiceLoss, ClDiceLoss, DiceLoss, IoU
 from retina_lib.model import LinkNet, count_parameters, probabilities
@@ -32,6 +32,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BCEDiceLoss", "ClDiceLoss", "DiceLoss", "Evaluate", "IoU", "LinkNet", "Train", "TrainConfig",
-    "count_parameters", "evaluate", "fit", "load_weights", "pick_device", "predict",
-    "probabilities", "seed_everything",
+    "count_parameters", "fit", "load_weights", "pick_device", "predict",
+    "probabilities", "score_network", "seed_everything",
 ]

@@ -13,7 +13,7 @@ they absorb most light and look dark; inverting it makes them bright ridges.
 It is the reference below which a trained network has learned nothing useful:
 with its threshold tuned on the training images, Frangi reaches F1 0.603 and
 AUC-ROC 0.861 on DRIVE (the second human observer: F1 0.789; U-Nets: about
-0.82). See REFERENCE.md.
+0.82).
 """
 from __future__ import annotations
 
@@ -68,6 +68,8 @@ def frangi_vesselness(image: np.ndarray, fov: Optional[np.ndarray] = None) -> np
     this erosion raises the best F1 from 0.54 to 0.60); scale by the
     :data:`NORMALISING_PERCENTILE` inside that FOV and clip to [0, 1]; set
     everything outside it to 0.
+
+    Taught in notebook 04, section 4.
     """
     image = as_float_rgb(image)
     height, width = image.shape[:2]

@@ -11,8 +11,10 @@ notebooks call too. Examples::
     python -m retina_lib predict photo.jpg --weights runs/chase/linknet.pth --threshold 0.47 --out predictions/
 
 Expected failures (a missing file, weights of another network, an unknown
-dataset, an unreadable image) print one line ``error: ...`` and exit with
-status 2; ``--debug`` shows the full traceback instead. ``predict`` with
+dataset, an unreadable image: a ``retina_lib.errors.UserInputError`` or an
+``OSError``) print one line ``error: ...`` and exit with status 2; ``--debug``
+shows the full traceback instead. Any other exception, a plain ``ValueError``
+included, is a bug in the library and keeps its traceback. ``predict`` with
 several images writes the maps of every image it can read and reports the
 others at the end (status 2). Outputs are checked before any work by
 :mod:`retina_lib.scoring.outputs`: an input or the weights is never
@@ -32,12 +34,13 @@ import numpy as np
 import torch
 
 from retina_lib import pretrained
-from retina_lib.data import DATASET_NAMES, DownloadError, download, load_dataset
+from retina_lib.data import DATASET_NAMES, download, load_dataset
 from retina_lib.data.readers import read_image
 from retina_lib.system.hardware import pick_device
 from retina_lib.system.hardware import AMP_CHOICES
 from retina_lib.epoch_loop import LOSS_CHOICES, NonFiniteLossError
-from retina_lib.scoring.evaluation import evaluate, format_table
+from retina_lib.scoring.evaluation import format_table, score_network
+from retina_lib.errors import UserInputError
 from retina_lib.scoring.inference import predict
 from retina_lib.scoring.outputs import (check_json_path, check_prediction_paths, prediction_paths, save_prediction,
                                         write_json)
@@ -56,9 +59,11 @@ RESIDENT_OPTIONS = {"auto": "auto", "on": True, "off": False}
 INTERRUPTED_STATUS = 130
 
 #: Errors caused by the input or the environment, not by a bug: reported in one
-#: line. ValueError covers DatasetError, WeightsError and ResumeError; OSError
-#: covers missing files and an existing run folder.
-EXPECTED_ERRORS = (ValueError, OSError, NonFiniteLossError, DownloadError)
+#: line. UserInputError covers DatasetError, WeightsError and ResumeError; OSError
+#: covers missing files, an existing run folder and DownloadError; NonFiniteLossError
+#: a recipe that diverged. Anything else, a plain ValueError included, is a bug
+#: in the library and shows its traceback.
+EXPECTED_ERRORS = (UserInputError, OSError, NonFiniteLossError)
 
 #: Library argument names in error messages, and the options that set them on the command line.
 OPTION_NAMES = {"Pass skip_incomplete=True": "Pass --skip-incomplete"}
@@ -73,10 +78,10 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
     options = {"n": args.synthetic_n, "size": args.synthetic_size}
     given = {key: value for key, value in options.items() if value is not None}
     if given and args.dataset != "synthetic":
-        raise ValueError(f"--synthetic-n and --synthetic-size only apply to --dataset synthetic, not {args.dataset!r}")
+        raise UserInputError(f"--synthetic-n and --synthetic-size only apply to --dataset synthetic, not {args.dataset!r}")
     if args.skip_incomplete:
         if args.dataset == "synthetic":
-            raise ValueError("--skip-incomplete applies to real datasets, not to --dataset synthetic")
+            raise UserInputError("--skip-incomplete applies to real datasets, not to --dataset synthetic")
         given["skip_incomplete"] = True
     return given
 
@@ -134,7 +139,7 @@ def prediction_threshold(args: argparse.Namespace, card: Optional[dict[str, Any]
     if args.threshold is not None:
         return args.threshold
     if card is None:
-        raise ValueError(
+        raise UserInputError(
             f"--weights {args.weights} needs --threshold: the cut between vessel and background belongs to "
             f"each network (0.5 is rarely the best one). `python -m retina_lib evaluate --dataset NAME "
             f"--weights {args.weights}` prints the threshold chosen on that dataset's training split")
@@ -152,7 +157,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
     test_samples = load_dataset(args.dataset, split=args.split, root=args.data_dir, **options)
     train_samples = (load_dataset(args.dataset, split="train", root=args.data_dir, **options)
                      if args.threshold is None else None)
-    results = evaluate(model, test_samples, train_samples=train_samples, threshold=args.threshold, tta=args.tta)
+    results = score_network(model, test_samples, train_samples=train_samples, threshold=args.threshold, tta=args.tta)
     print(f"{args.dataset}, {args.split} split:")
     print(format_table(results))
     if args.json is not None:
@@ -170,12 +175,12 @@ def command_predict(args: argparse.Namespace) -> None:
         try:
             probability = predict(model, read_image(image_path), tta=args.tta)
             save_prediction(probability, threshold, paths)
-        except (ValueError, OSError) as error:
+        except (UserInputError, OSError) as error:
             failures.append(f"{image_path}: {' '.join(str(error).splitlines())}")
             continue
         print(f"{image_path} -> {paths[0]}, {paths[1]}")
     if failures:
-        raise ValueError(f"{len(failures)} of {len(args.images)} image(s) could not be predicted "
+        raise UserInputError(f"{len(failures)} of {len(args.images)} image(s) could not be predicted "
                          f"(the others were written): " + "; ".join(failures))
 
 

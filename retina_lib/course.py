@@ -11,11 +11,12 @@ from typing import Optional, Sequence
 
 import torch
 
+from retina_lib import data
 from retina_lib.system.hardware import pick_device, seed_everything
 
 #: Where the course lives. The "Open in Colab" badges and the Colab install cell
 #: of every notebook use this address; after changing it, run
-#: ``python -m retina_lib.course`` to rewrite the notebooks to match.
+#: ``python tools/sync_notebook_links.py`` to rewrite the notebooks to match.
 REPOSITORY = "https://github.com/retina-linknet/retina-linknet"
 
 #: The dataset the training and results notebooks use unless RETINA_DATASET says otherwise.
@@ -105,9 +106,9 @@ def load_course_data(
     the data root, downloading it on first use where a public link exists. Smoke
     mode uses the synthetic generator, and says so; so does a learner whose
     download fails, with the reason printed, never silently.
-    """
-    from retina_lib import data  # imported here so that notebooks 01 and 02 never touch data code
 
+    Loads the photographs of notebooks 02 (section 4), 03 and 04 (their setup cells).
+    """
     name = name or course_dataset_name()
     if smoke:
         print("Smoke mode: using the SYNTHETIC fundus generator instead of real photographs.")
@@ -131,43 +132,4 @@ def load_course_data(
 
 
 def _synthetic(n: int, seed: int, size: int, split: str = "train") -> Sequence:
-    from retina_lib.data import load_dataset
-
-    return load_dataset("synthetic", split, n=n, size=size, seed=seed)
-
-
-def sync_notebook_links(notebook_dir: Optional[str] = None) -> list[str]:
-    """Rewrite the repository address in every notebook to :data:`REPOSITORY`.
-
-    Returns the notebooks that changed. The address appears in the Colab badge
-    (``colab.research.google.com/github/OWNER/NAME/...``) and in the install
-    cell (``git+https://github.com/OWNER/NAME``).
-    """
-    import re
-    from pathlib import Path
-
-    import nbformat
-
-    from retina_lib.system.files import write_atomically
-
-    folder = Path(notebook_dir) if notebook_dir else Path(__file__).resolve().parents[1] / "notebooks"
-    owner_and_name = REPOSITORY.removeprefix("https://github.com/")
-    changed = []
-    for path in sorted(folder.glob("*.ipynb")):
-        notebook = nbformat.read(path, as_version=4)
-        edited = False
-        for cell in notebook.cells:
-            source = re.sub(r"colab\.research\.google\.com/github/[^/\s]+/[^/\s]+/",
-                            f"colab.research.google.com/github/{owner_and_name}/", cell.source)
-            source = re.sub(r"git\+https://github\.com/[^/\s\"']+/[^/\s\"']+", f"git+{REPOSITORY}", source)
-            if source != cell.source:
-                cell.source = source
-                edited = True
-        if edited:
-            write_atomically(path, lambda temporary: nbformat.write(notebook, temporary))
-            changed.append(path.name)
-    return changed
-
-
-if __name__ == "__main__":
-    print("updated:", sync_notebook_links() or "nothing (already in sync)")
+    return data.load_dataset("synthetic", split, n=n, size=size, seed=seed)

@@ -214,6 +214,8 @@ class Train(_Engine):
     See :class:`_Engine` for the constructor arguments. With float16 mixed
     precision (CUDA GPUs without bfloat16) the gradients are scaled by
     :attr:`scaler`, created on first use; its state belongs in checkpoints.
+
+    Taught in notebook 03, section 2.
     """
 
     phase = "training"
@@ -276,6 +278,8 @@ class Evaluate(_Engine):
 
     The model is put in eval mode (batch norm uses its running statistics and
     does not update them) and put back in its previous mode afterwards.
+
+    Taught in notebook 03, section 2.
     """
 
     phase = "validation"

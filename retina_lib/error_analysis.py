@@ -129,7 +129,9 @@ def sensitivity_by_width(
     ``predictions`` maps a method's name to one bool mask per sample (already
     binarised: a network's map cut at its threshold, or a second observer's
     tracing). Counts are pooled over all samples before dividing, like the
-    pooled scores of :func:`retina_lib.scoring.evaluation.evaluate`.
+    pooled scores of :func:`retina_lib.scoring.evaluation.score_network`.
+
+    Taught in notebook 04, section 9.
     """
     _check_predictions(samples, predictions)
     labelled = np.zeros(len(classes))
@@ -166,6 +168,8 @@ def optic_disc_centre(image: np.ndarray, fov: np.ndarray, rim_fraction: float = 
     vessels enter: a cheap landmark, good enough to keep a crop away from the
     disc or to mark a zone around it, but worth checking on a figure for a new
     dataset (a bright lesion or a reflection can win instead).
+
+    Taught in notebook 02, section 6.
     """
     fov = np.asarray(fov, dtype=bool)
     if not fov.any():
@@ -190,6 +194,8 @@ def fov_zones(
     around the brightest spot of the smoothed photograph (away from the rim),
     which in a fundus photograph is usually the optic disc: check it on a
     figure before trusting the disc-zone numbers for a new dataset.
+
+    Taught in notebook 04, section 9.
     """
     fov = np.asarray(fov, dtype=bool)
     if not fov.any():
@@ -245,6 +251,8 @@ def false_positives_by_zone(
     ``predictions`` maps a method's name to one bool mask per sample. If false
     positives were spread evenly, each zone would hold the same share of them
     as of the FOV's area; :meth:`ZoneAnalysis.ratio` compares the two.
+
+    Taught in notebook 04, section 9.
     """
     _check_predictions(samples, predictions)
     area = dict.fromkeys((*ZONES, "FOV"), 0)

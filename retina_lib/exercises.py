@@ -139,7 +139,10 @@ def _described(value: object) -> str:
 # ==========================================================================
 
 def check_receptive_field(answer: int, stage: str) -> bool:
-    """Exercise 01.1: the receptive field (in input pixels) at the output of a LinkNet stage."""
+    """Exercise 01.1: the receptive field (in input pixels) at the output of a LinkNet stage.
+
+    Checks exercise 1 of notebook 01.
+    """
 
     fields = linknet_encoder_receptive_fields(on_meta(LinkNet))
     if stage not in fields:
@@ -150,7 +153,10 @@ def check_receptive_field(answer: int, stage: str) -> bool:
 
 
 def check_gflops_at_paper_size(answer: float) -> bool:
-    """Exercise 01.2: LinkNet's GFLOPs for one 3 x 360 x 640 image (the paper's size), as counted here."""
+    """Exercise 01.2: LinkNet's GFLOPs for one 3 x 360 x 640 image (the paper's size), as counted here.
+
+    Checks exercise 2 of notebook 01.
+    """
 
     total, _ = count_flops(on_meta(LinkNet), 360, 640)
     return check_number(answer, total / 1e9, 0.05, "GFLOPs at 360 x 640",
@@ -158,7 +164,10 @@ def check_gflops_at_paper_size(answer: float) -> bool:
 
 
 def check_unet_width32_parameters(answer_millions: float) -> bool:
-    """Exercise 01.3: parameters of ``UNet(width=32)``, in millions."""
+    """Exercise 01.3: parameters of ``UNet(width=32)``, in millions.
+
+    Checks exercise 3 of notebook 01.
+    """
 
     expected = count_parameters(on_meta(UNet, width=32)) / 1e6
     return check_number(answer_millions, expected, 0.005, "UNet(width=32) parameters (millions)",
@@ -170,6 +179,8 @@ def check_concatenated_decoder3(input_channels: int, extra_parameters: int) -> b
 
     The first 1x1 convolution keeps its output channels; each extra input
     channel adds one weight per output channel.
+
+    Checks exercise 4 of notebook 01.
     """
 
     reduce = on_meta(LinkNet).decoder3.reduce.conv
@@ -202,6 +213,8 @@ def check_pixel_change(new_prediction, prediction, target, dice: float, iou: flo
 
     Also says whether Dice went up and whether IoU went down, so the learner
     can see whether the change did what the exercise asked.
+
+    Checks exercise 1 of notebook 02.
     """
 
     try:
@@ -224,7 +237,10 @@ def check_pixel_change(new_prediction, prediction, target, dice: float, iou: flo
 
 
 def check_soft_below_hard(soft, prediction, target) -> bool:
-    """Exercise 02.2: a soft prediction that binarises (>= 0.5) to P but has a lower soft Dice than P's hard Dice."""
+    """Exercise 02.2: a soft prediction that binarises (>= 0.5) to P but has a lower soft Dice than P's hard Dice.
+
+    Checks exercise 2 of notebook 02.
+    """
 
     try:
         soft = np.asarray(soft, dtype=float)
@@ -287,6 +303,8 @@ def check_balance_point(answer: float | None, loss_name: str, vessels: int = 2, 
     """Exercise 02.3: where ``loss_name`` wants a clueless network (one shared p) to sit.
 
     Answer None for a loss whose total gradient never crosses zero.
+
+    Checks exercise 3 of notebook 02.
     """
     if loss_name not in BALANCE_LOSS_NAMES:
         return cannot_check("balance point", f"loss_name must be one of {list(BALANCE_LOSS_NAMES)}, got {loss_name!r}")
@@ -300,7 +318,10 @@ def check_balance_point(answer: float | None, loss_name: str, vessels: int = 2, 
 
 def check_smallest_shift(answer: int, label, fov=None, blur_sigma: float = 0.0, below: float = 0.5,
                          threshold: float = 0.5) -> bool:
-    """Exercise 02.4: the smallest shift (pixels to the right) at which Dice drops below ``below``."""
+    """Exercise 02.4: the smallest shift (pixels to the right) at which Dice drops below ``below``.
+
+    Checks exercise 4 of notebook 02.
+    """
     what = "smallest shift"
     if np.ndim(label) != 2:
         return cannot_check(what, f"label must be the 2-D vessel label of the exercise, got {_described(label)}")
@@ -321,7 +342,10 @@ def check_smallest_shift(answer: int, label, fov=None, blur_sigma: float = 0.0, 
 
 
 def check_widest_erased_line(answer: int, blur_sigma: float = 2.0, threshold: float = 0.5) -> bool:
-    """Exercise 02.5: the widest straight line that a blur of ``blur_sigma`` erases at ``threshold``."""
+    """Exercise 02.5: the widest straight line that a blur of ``blur_sigma`` erases at ``threshold``.
+
+    Checks exercise 5 of notebook 02.
+    """
 
 
     widest = 0
@@ -388,8 +412,10 @@ def check_epochs_lost(answer: int) -> bool:
 # Notebook 04
 # --------------------------------------------------------------------------
 
-def check_pooled_f1(answer: float, probabilities, samples, threshold: float) -> bool:
+def check_pooled_f1(answer: float, samples, probabilities, threshold: float) -> bool:
     """F1 of ``probabilities`` cut at ``threshold``, pooled over the FOV pixels of ``samples``.
+
+    ``samples`` come before their maps, as in :func:`retina_lib.widgets.browse_predictions`.
 
     Pass one map and one sample in lists to check the F1 of a single image.
     """

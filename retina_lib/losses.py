@@ -81,7 +81,10 @@ class _OverlapLoss(nn.Module):
 
 
 class DiceLoss(_OverlapLoss):
-    """Soft Dice: 2 |P * T| / (|P| + |T|), identical to F1 for hard masks."""
+    """Soft Dice: 2 |P * T| / (|P| + |T|), identical to F1 for hard masks.
+
+    Taught in notebook 02, section 1 (first used in notebook 01, section 9).
+    """
 
     def coefficient(self, intersection: Tensor, total: Tensor) -> Tensor:
         return (2.0 * intersection + self.eps) / (total + self.eps)
@@ -92,6 +95,8 @@ class IoU(_OverlapLoss):
 
     For hard masks Dice = 2 IoU / (1 + IoU): the two rank predictions the same
     way, but IoU punishes partial overlaps harder.
+
+    Taught in notebook 02, section 1.
     """
 
     def coefficient(self, intersection: Tensor, total: Tensor) -> Tensor:
@@ -105,6 +110,8 @@ class BCEDiceLoss(nn.Module):
     confident the background is; BCE alone is swamped by the background. The
     sum gets stable per-pixel gradients from BCE and the focus on vessels from
     Dice. Returns ``(dice_score, loss)`` like the other losses. Needs logits.
+
+    Taught in notebook 02, section 5.
     """
 
     def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0, eps: float = DEFAULT_EPS) -> None:
@@ -160,6 +167,8 @@ def soft_skeleton(prob: Tensor, iterations: int = SKELETON_ITERATIONS) -> Tensor
     shape at that depth; the skeleton collects these ridges. For a hard mask
     this keeps about the central pixel line of each vessel; for probabilities
     it is a soft version of it, so gradients flow.
+
+    Taught in notebook 02, section 8.
     """
     skeleton = F.relu(prob - soft_dilate(soft_erode(prob)))
     for _ in range(iterations):
@@ -185,6 +194,8 @@ class ClDiceLoss(nn.Module):
 
     and takes their harmonic mean. Every vessel's centreline has a length
     that does not depend on its width, so thin vessels count as much as thick ones.
+
+    Taught in notebook 02, section 8.
     """
 
     def __init__(self, from_logits: bool = True, iterations: int = SKELETON_ITERATIONS,

@@ -9,7 +9,7 @@ trivially "no vessel" and would inflate accuracy and specificity.
 Two kinds of numbers come out:
 
 * **Threshold-based** scores (accuracy, sensitivity, specificity, precision,
-  F1 = Dice, IoU) binarise the map with ``prob >= threshold`` and count
+  F1 = Dice, IoU) binarise the map with ``probability >= threshold`` and count
   true/false positives/negatives (:func:`confusion_counts`,
   :func:`scores_from_counts`).
 * **Threshold-free** scores (AUC-ROC, AUC-PR) look at every threshold at once.
@@ -49,7 +49,7 @@ METRIC_NAMES = (
 
 
 # --------------------------------------------------------------------------
-# Input checking: turn (prob, label, fov) into the pixels that count.
+# Input checking: turn (probability, label, fov) into the pixels that count.
 # --------------------------------------------------------------------------
 
 def _to_numpy(array: npt.ArrayLike) -> np.ndarray:
@@ -70,7 +70,7 @@ def _as_bool_mask(array: np.ndarray, name: str) -> np.ndarray:
 
 
 def _pixels_inside_fov(
-    prob: npt.ArrayLike, label: npt.ArrayLike, fov: Optional[npt.ArrayLike]
+    probability: npt.ArrayLike, label: npt.ArrayLike, fov: Optional[npt.ArrayLike]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The float32 scores and bool labels of the pixels inside the FOV, as 1-D arrays.
 
@@ -78,19 +78,19 @@ def _pixels_inside_fov(
     same way: mismatched shapes, probabilities outside [0, 1] (or NaN),
     non-binary labels and an empty FOV are errors, never guessed around.
     """
-    prob, label = _to_numpy(prob), _to_numpy(label)
+    probability, label = _to_numpy(probability), _to_numpy(label)
     fov = None if fov is None else _to_numpy(fov)
-    shapes = {"prob": prob.shape, "label": label.shape}
+    shapes = {"probability": probability.shape, "label": label.shape}
     if fov is not None:
         shapes["fov"] = fov.shape
     if len(set(shapes.values())) != 1:
         raise ValueError("shapes must match, got " + ", ".join(f"{k} {v}" for k, v in shapes.items()))
 
-    if prob.size == 0:
-        raise ValueError(f"prob has no pixels (shape {prob.shape})")
-    scores = prob.astype(np.float32, copy=False)
+    if probability.size == 0:
+        raise ValueError(f"probability has no pixels (shape {probability.shape})")
+    scores = probability.astype(np.float32, copy=False)
     if not (scores.min() >= 0.0 and scores.max() <= 1.0):  # NaN fails too
-        raise ValueError(f"prob must lie in [0, 1], found values from {scores.min()} to {scores.max()}")
+        raise ValueError(f"probability must lie in [0, 1], found values from {scores.min()} to {scores.max()}")
     label = _as_bool_mask(label, "label")
     if fov is None:
         return scores.ravel(), label.ravel()
@@ -117,6 +117,8 @@ class ConfusionCounts:
 
     tp: vessel predicted as vessel, fp: background predicted as vessel,
     tn: background predicted as background, fn: vessel predicted as background.
+
+    Taught in notebook 02, section 4.
     """
 
     tp: int
@@ -135,16 +137,18 @@ class ConfusionCounts:
 
 
 def confusion_counts(
-    prob: npt.ArrayLike,
+    probability: npt.ArrayLike,
     label: npt.ArrayLike,
     fov: Optional[npt.ArrayLike] = None,
     threshold: float = 0.5,
 ) -> ConfusionCounts:
-    """Count tp/fp/tn/fn inside the FOV, predicting vessel where ``prob >= threshold``.
+    """Count tp/fp/tn/fn inside the FOV, predicting vessel where ``probability >= threshold``.
 
-    ``prob`` may be a bool mask (a hard prediction): True counts as 1.0.
+    ``probability`` may be a bool mask (a hard prediction): True counts as 1.0.
+
+    Taught in notebook 02, section 1.
     """
-    scores, is_vessel = _pixels_inside_fov(prob, label, fov)
+    scores, is_vessel = _pixels_inside_fov(probability, label, fov)
     predicted = scores >= _float32_threshold(threshold)
     tp = int(np.count_nonzero(predicted & is_vessel))
     fp = int(np.count_nonzero(predicted)) - tp
@@ -176,6 +180,8 @@ def scores_from_counts(counts: ConfusionCounts) -> dict[str, float]:
     gives sensitivity 0.0. A perfect prediction therefore always scores 1.0,
     an imperfect one never gets a free 1.0, and no NaN or warning appears.
     Counting no pixel at all is an error (accuracy has no meaning then).
+
+    Taught in notebook 02, section 1.
     """
     if counts.total == 0:
         raise ValueError("counts are all zero: no pixel was evaluated")
@@ -251,16 +257,22 @@ def _collapse_equal_scores(
 
 
 def score_histogram(
-    prob: npt.ArrayLike, label: npt.ArrayLike, fov: Optional[npt.ArrayLike] = None
+    probability: npt.ArrayLike, label: npt.ArrayLike, fov: Optional[npt.ArrayLike] = None
 ) -> ScoreHistogram:
-    """The :class:`ScoreHistogram` of one image's pixels inside the FOV."""
-    scores, is_vessel = _pixels_inside_fov(prob, label, fov)
+    """The :class:`ScoreHistogram` of one image's pixels inside the FOV.
+
+    Taught in notebook 04, section 4.
+    """
+    scores, is_vessel = _pixels_inside_fov(probability, label, fov)
     positives = is_vessel.astype(np.int64)
     return _collapse_equal_scores(scores, positives, 1 - positives)
 
 
 def merge_histograms(histograms: Iterable[ScoreHistogram]) -> ScoreHistogram:
-    """Pool several histograms into one, as if built from all their pixels together."""
+    """Pool several histograms into one, as if built from all their pixels together.
+
+    Taught in notebook 04, section 4.
+    """
     histograms = list(histograms)
     if not histograms:
         raise ValueError("merge_histograms needs at least one histogram")
@@ -355,7 +367,7 @@ def auc_pr(hist: ScoreHistogram) -> float:
 
 
 def best_f1_threshold(hist: ScoreHistogram) -> tuple[float, float]:
-    """(threshold, f1): the threshold maximising F1 under the ``prob >= threshold`` rule.
+    """(threshold, f1): the threshold maximising F1 under the ``probability >= threshold`` rule.
 
     This is how the course chooses the binarisation threshold: on the
     histogram of the **training** split (pooled), then that fixed threshold
@@ -364,6 +376,8 @@ def best_f1_threshold(hist: ScoreHistogram) -> tuple[float, float]:
     is meant to judge. Among equally good thresholds the highest is returned.
     ``confusion_counts(..., threshold=threshold)`` on the same pixels gives
     exactly this F1.
+
+    Taught in notebook 04, section 4.
     """
     _require_vessels(hist, "the best F1 threshold")
     thresholds, tp, fp = _cumulative_counts(hist)
@@ -392,7 +406,7 @@ def metrics_from(counts: ConfusionCounts, hist: ScoreHistogram, threshold: float
 
 
 def vessel_metrics(
-    prob: npt.ArrayLike,
+    probability: npt.ArrayLike,
     label: npt.ArrayLike,
     fov: Optional[npt.ArrayLike] = None,
     threshold: float = 0.5,
@@ -400,24 +414,24 @@ def vessel_metrics(
     """All metrics of one image (keys: :data:`METRIC_NAMES`).
 
     f1, iou, accuracy, sensitivity, specificity and precision use
-    ``prob >= threshold``; auc_roc and auc_pr use every threshold.
-    A bool ``prob`` (hard mask) is evaluated as a map of 0s and 1s.
+    ``probability >= threshold``; auc_roc and auc_pr use every threshold.
+    A bool ``probability`` (hard mask) is evaluated as a map of 0s and 1s.
     """
-    counts = confusion_counts(prob, label, fov, threshold)
-    return metrics_from(counts, score_histogram(prob, label, fov), threshold)
+    counts = confusion_counts(probability, label, fov, threshold)
+    return metrics_from(counts, score_histogram(probability, label, fov), threshold)
 
 
 _END = object()
 
 
 def _images(
-    probs: Iterable[npt.ArrayLike],
+    probabilities: Iterable[npt.ArrayLike],
     labels: Iterable[npt.ArrayLike],
     fovs: Optional[Iterable[Optional[npt.ArrayLike]]],
 ) -> Iterator[tuple[npt.ArrayLike, npt.ArrayLike, Optional[npt.ArrayLike]]]:
-    """Yield (prob, label, fov) per image, one at a time (so generators work),
+    """Yield (probability, label, fov) per image, one at a time (so generators work),
     raising ValueError if the collections hold different numbers of images."""
-    named = {"probs": iter(probs), "labels": iter(labels)}
+    named = {"probabilities": iter(probabilities), "labels": iter(labels)}
     if fovs is not None:
         named["fovs"] = iter(fovs)
     count = 0
@@ -429,25 +443,25 @@ def _images(
         if finished:
             raise ValueError(f"{' and '.join(finished)} ran out after {count} images, "
                              f"before {' and '.join(n for n in items if n not in finished)}")
-        yield items["probs"], items["labels"], items.get("fovs")
+        yield items["probabilities"], items["labels"], items.get("fovs")
         count += 1
 
 
 def _image_summaries(
-    probs: Iterable[npt.ArrayLike],
+    probabilities: Iterable[npt.ArrayLike],
     labels: Iterable[npt.ArrayLike],
     fovs: Optional[Iterable[Optional[npt.ArrayLike]]],
     threshold: float,
 ) -> list[tuple[ConfusionCounts, ScoreHistogram]]:
     """(counts at ``threshold``, histogram) of every image, computed once each.
 
-    Images are consumed one at a time, so ``probs`` may be a generator: only
+    Images are consumed one at a time, so ``probabilities`` may be a generator: only
     the small summaries are kept, never the pixels.
     """
-    summaries = [(confusion_counts(prob, label, fov, threshold), score_histogram(prob, label, fov))
-                 for prob, label, fov in _images(probs, labels, fovs)]
+    summaries = [(confusion_counts(probability, label, fov, threshold), score_histogram(probability, label, fov))
+                 for probability, label, fov in _images(probabilities, labels, fovs)]
     if not summaries:
-        raise ValueError("no images given: probs and labels are empty")
+        raise ValueError("no images given: probabilities and labels are empty")
     return summaries
 
 
@@ -461,7 +475,7 @@ def _pooled_from(summaries: list[tuple[ConfusionCounts, ScoreHistogram]], thresh
 
 
 def dataset_metrics(
-    probs: Iterable[npt.ArrayLike],
+    probabilities: Iterable[npt.ArrayLike],
     labels: Iterable[npt.ArrayLike],
     fovs: Optional[Iterable[Optional[npt.ArrayLike]]] = None,
     threshold: float = 0.5,
@@ -470,7 +484,7 @@ def dataset_metrics(
 
     Each image's counts and histogram are computed once; the per-image
     metrics come from them and the pooled metrics from their sums, so this
-    costs hardly more than :func:`pooled_metrics`. ``probs`` may be a
+    costs hardly more than :func:`pooled_metrics`. ``probabilities`` may be a
     generator. Every image needs vessel and background pixels inside its FOV
     (its AUC-ROC is undefined otherwise); use :func:`pooled_metrics` when
     only the pooled numbers are wanted.
@@ -482,13 +496,13 @@ def dataset_metrics(
     is penalised). The mean of the per-image list weighs every *image* the
     same and shows the spread between images. Papers report either; say which.
     """
-    summaries = _image_summaries(probs, labels, fovs, threshold)
+    summaries = _image_summaries(probabilities, labels, fovs, threshold)
     return {"pooled": _pooled_from(summaries, threshold),
             "per_image": [metrics_from(counts, hist, threshold) for counts, hist in summaries]}
 
 
 def pooled_metrics(
-    probs: Iterable[npt.ArrayLike],
+    probabilities: Iterable[npt.ArrayLike],
     labels: Iterable[npt.ArrayLike],
     fovs: Optional[Iterable[Optional[npt.ArrayLike]]] = None,
     threshold: float = 0.5,
@@ -499,4 +513,4 @@ def pooled_metrics(
     for the difference and for the per-image list. Single images without
     vessels (or without background) are fine here as long as the pool has both.
     """
-    return _pooled_from(_image_summaries(probs, labels, fovs, threshold), threshold)
+    return _pooled_from(_image_summaries(probabilities, labels, fovs, threshold), threshold)

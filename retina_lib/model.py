@@ -109,6 +109,8 @@ class LinkNet(nn.Module):
     Any input height and width of at least 32 pixels is accepted: the image is
     zero-padded on the bottom and right to a multiple of 32 and the logits are
     cropped back, so DRIVE's 565x584 and CHASE_DB1's 999x960 work directly.
+
+    Taught in notebook 01, section 1.
     """
 
     def __init__(self, in_channels: int = 3, num_classes: int = 1) -> None:
@@ -188,6 +190,8 @@ def probabilities(logits: Tensor) -> Tensor:
     One class: a sigmoid gives P(vessel) per pixel. Several classes: a softmax
     over the class channel. A softmax over a single channel would return 1
     everywhere, whatever the input, so it is never used for one class.
+
+    Taught in notebook 01, section 9.
     """
     if logits.ndim != 4:
         raise ValueError(f"expected logits of shape (N, C, H, W), got {tuple(logits.shape)}")
@@ -197,5 +201,8 @@ def probabilities(logits: Tensor) -> Tensor:
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters (the figure papers quote)."""
+    """Number of trainable parameters (the figure papers quote).
+
+    Taught in notebook 01, section 4.
+    """
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -50,7 +50,10 @@ Shape = tuple[int, ...]
 
 
 def on_meta(network_class: Callable[..., nn.Module], **kwargs: Any) -> nn.Module:
-    """Build ``network_class(**kwargs)`` on the meta device: shapes only, no memory, no time."""
+    """Build ``network_class(**kwargs)`` on the meta device: shapes only, no memory, no time.
+
+    Taught in notebook 01, section 2.
+    """
     with torch.device("meta"):
         return network_class(**kwargs)
 
@@ -71,6 +74,8 @@ def record_shapes(
     A forward hook, a function PyTorch calls after a module has run, writes the
     shapes down; the hooks are removed again before returning, so they do not
     linger on the model.
+
+    Taught in notebook 01, section 2.
     """
     shapes: dict[str, tuple[Shape, Shape]] = {}
 
@@ -97,6 +102,8 @@ def parameters_by_block(model: nn.Module, blocks: Mapping[str, Sequence[str]]) -
 
     Raises a ValueError if the blocks do not add up to the whole model: a block
     left out or a module counted twice would make every percentage wrong.
+
+    Taught in notebook 01, section 4.
     """
     counts = {block: sum(count_parameters(model.get_submodule(part)) for part in parts)
               for block, parts in blocks.items()}
@@ -115,6 +122,8 @@ def count_flops(model: nn.Module, height: int, width: Optional[int] = None) -> t
     and additions are cheap and not counted. Per-module keys are paths as in
     ``get_submodule`` ("encoder1", "decoders.0"); a module's count includes its
     children. Run it on a model from :func:`on_meta` to make it instant.
+
+    Taught in notebook 01, section 5.
     """
     image = _image_like(model, height, width)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -128,7 +137,10 @@ def count_flops(model: nn.Module, height: int, width: Optional[int] = None) -> t
 
 
 def flops_by_block(module_flops: Mapping[str, int], blocks: Mapping[str, Sequence[str]]) -> dict[str, int]:
-    """Add up :func:`count_flops`'s per-module counts into blocks (a module without FLOPs counts 0)."""
+    """Add up :func:`count_flops`'s per-module counts into blocks (a module without FLOPs counts 0).
+
+    Taught in notebook 01, section 5.
+    """
     return {block: sum(module_flops.get(part, 0) for part in parts) for block, parts in blocks.items()}
 
 
@@ -138,6 +150,8 @@ def sides_down(side: int, steps: int = 5) -> list[int]:
     A stride-2 layer with kernel k and padding k // 2 (every one in LinkNet)
     maps n pixels to ceil(n / 2), so an odd side is rounded *up*; doubling back
     then overshoots. Only multiples of 2 ** steps come back to where they started.
+
+    Taught in notebook 01, section 8.
     """
     if side < 1 or steps < 0:
         raise ValueError(f"need side >= 1 and steps >= 0, got side={side}, steps={steps}")
@@ -227,7 +241,10 @@ def linknet_encoder_layers(model: LinkNet) -> list[Layer]:
 
 
 def linknet_encoder_receptive_fields(model: LinkNet) -> dict[str, ReceptiveField]:
-    """Receptive field and stride at the output of the initial block, the pool and each encoder stage."""
+    """Receptive field and stride at the output of the initial block, the pool and each encoder stage.
+
+    Taught in notebook 01, section 3.
+    """
     fields = receptive_fields(linknet_encoder_layers(model))
     at_stage_end: dict[str, ReceptiveField] = {}
     for field in fields:

@@ -96,18 +96,20 @@ def as_pixel_map(array: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
     return array
 
 
-def binarise(prediction: np.ndarray, threshold: float) -> np.ndarray:
-    """Vessel where ``prediction >= threshold``: the rule of :func:`retina_lib.metrics.confusion_counts`.
+def binarise(probability: np.ndarray, threshold: float) -> np.ndarray:
+    """Vessel where ``probability >= threshold``: the rule of :func:`retina_lib.metrics.confusion_counts`.
 
     Compared in float32 like the metrics module does, so the pixels coloured
-    here are exactly the pixels it counts. Bool predictions (hard masks) work
-    too. Values outside [0, 1] are refused: they are usually logits that never
+    here are exactly the pixels it counts. Bool maps (hard masks) work too.
+    Values outside [0, 1] are refused: they are usually logits that never
     went through the sigmoid.
+
+    Taught in notebook 04, section 6.
     """
-    scores = prediction.astype(np.float32)
+    scores = probability.astype(np.float32)
     if scores.size and not (scores.min() >= 0.0 and scores.max() <= 1.0):  # NaN fails too
         raise ValueError(
-            f"prediction must hold probabilities in [0, 1], found values from {scores.min()} to {scores.max()} "
+            f"probability must hold probabilities in [0, 1], found values from {scores.min()} to {scores.max()} "
             "(logits? apply retina_lib.model.probabilities first)"
         )
     return scores >= np.float32(threshold)
@@ -181,6 +183,8 @@ def plot_history(history: Mapping[str, Sequence[float]], save_to: str | Path | N
     When ``val_dice`` is present the best epoch (highest validation Dice) is
     marked on every panel: that is the checkpoint worth keeping, and the gap
     between the curves after it shows over-fitting.
+
+    Taught in notebook 03, section 2.
     """
     loss_keys = [key for key in history if key.endswith("loss")]
     score_keys = [key for key in history if key.startswith("val_") and not key.endswith("loss")]
@@ -225,30 +229,32 @@ def _no_ticks(ax: Axes) -> None:
 def show_samples(
     images: Sequence[np.ndarray | torch.Tensor],
     labels: Sequence[np.ndarray | torch.Tensor],
-    predictions: Sequence[np.ndarray | torch.Tensor] | None = None,
+    probabilities: Sequence[np.ndarray | torch.Tensor] | None = None,
     titles: Sequence[str] | None = None,
     fovs: Sequence[np.ndarray | torch.Tensor] | None = None,
     save_to: str | Path | None = None,
 ) -> Figure:
-    """Show a few samples, one per row: the image, its label and (optionally) a prediction.
+    """Show a few samples, one per row: the image, its label and (optionally) the predicted probabilities.
 
     Images may be numpy H x W x 3 or torch 3 x H x W; labels are H x W
-    booleans; predictions are H x W probabilities, shown on a fixed 0..1 scale
+    booleans; probabilities are H x W maps in [0, 1], shown on a fixed 0..1 scale
     so that "uncertain" looks the same in every row. ``titles`` name the rows;
     ``fovs`` draw the border of each field of view on the label and prediction.
+
+    Taught in notebook 03, section 4.
     """
     count = len(images)
     if count == 0:
         raise ValueError("images is empty: nothing to show")
-    for name, sequence in (("labels", labels), ("predictions", predictions), ("titles", titles), ("fovs", fovs)):
+    for name, sequence in (("labels", labels), ("probabilities", probabilities), ("titles", titles), ("fovs", fovs)):
         if sequence is not None and len(sequence) != count:
             raise ValueError(f"{name} has {len(sequence)} entries but images has {count}")
-    columns = ["image", "label"] + (["prediction (probability)"] if predictions is not None else [])
+    columns = ["image", "label"] + (["prediction (probability)"] if probabilities is not None else [])
     fig, axes = plt.subplots(count, len(columns), figsize=(2.5 * len(columns), 2.5 * count), squeeze=False,
                              layout="constrained")
     for row in range(count):
         image = as_rgb_image(images[row], f"images[{row}]")
-        maps = {"labels": labels[row]} | ({"predictions": predictions[row]} if predictions is not None else {})
+        maps = {"labels": labels[row]} | ({"probabilities": probabilities[row]} if probabilities is not None else {})
         fov = None
         if fovs is not None:
             fov = as_pixel_map(fovs[row], f"fovs[{row}]")
@@ -266,30 +272,34 @@ def show_samples(
             axes[row][0].set_ylabel(titles[row])
     for ax, column_title in zip(axes[0], columns):
         ax.set_title(column_title)
-    fig.suptitle("Image, ground-truth label" + (" and prediction" if predictions is not None else ""))
+    fig.suptitle("Image, ground-truth label" + (" and prediction" if probabilities is not None else ""))
     return save_figure(fig, save_to)
 
 
 def error_overlay(
-    image: np.ndarray | torch.Tensor | None,
+    probability: np.ndarray | torch.Tensor,
     label: np.ndarray | torch.Tensor,
-    prediction: np.ndarray | torch.Tensor,
     fov: np.ndarray | torch.Tensor | None = None,
+    image: np.ndarray | torch.Tensor | None = None,
     threshold: float = 0.5,
 ) -> np.ndarray:
     """Colour where a prediction is right and wrong, on a dimmed grey copy of the image.
 
-    Returns an H x W x 3 float32 RGB array in [0, 1]. ``prediction`` holds
-    probabilities (binarised by :func:`binarise`, the rule the metrics use)
-    or booleans. Inside the field of view, true positives are white, false
+    Returns an H x W x 3 float32 RGB array in [0, 1]. ``probability`` is the
+    predicted map (binarised by :func:`binarise`, the rule the metrics use)
+    or a bool mask. The arguments come in the order of
+    :func:`retina_lib.metrics.confusion_counts` (map, label, FOV), then the
+    image and the threshold, as in every view of :mod:`retina_lib.widgets`. Inside the field of view, true positives are white, false
     positives vermillion, false negatives sky blue and true negatives the grey
     image at ``INSIDE_FOV_BRIGHTNESS``. Pixels outside ``fov`` are never
     scored, so they get no colour: just the grey image at
     ``OUTSIDE_FOV_BRIGHTNESS``. Without an image the background is black.
+
+    Taught in notebook 04, section 9.
     """
     label = as_pixel_map(label, "label").astype(bool)
-    predicted = binarise(as_pixel_map(prediction, "prediction"), threshold)
-    _check_same_size(label, predicted, "prediction")
+    predicted = binarise(as_pixel_map(probability, "probability"), threshold)
+    _check_same_size(label, predicted, "probability")
     if fov is None:
         fov = np.ones_like(label)
     fov = as_pixel_map(fov, "fov").astype(bool)
@@ -311,10 +321,10 @@ def error_overlay(
 
 def draw_error_overlay(
     ax: Axes,
-    image: np.ndarray | torch.Tensor | None,
+    probability: np.ndarray | torch.Tensor,
     label: np.ndarray | torch.Tensor,
-    prediction: np.ndarray | torch.Tensor,
     fov: np.ndarray | torch.Tensor | None = None,
+    image: np.ndarray | torch.Tensor | None = None,
     threshold: float = 0.5,
 ) -> metrics.ConfusionCounts:
     """Draw :func:`error_overlay` on ``ax`` with a legend naming each colour and its pixel count.
@@ -324,10 +334,10 @@ def draw_error_overlay(
     their panels. Returns the counts shown in the legend, so a caller can
     turn them into scores without counting again.
     """
-    ax.imshow(error_overlay(image, label, prediction, fov, threshold))
+    ax.imshow(error_overlay(probability, label, fov, image, threshold))
     _no_ticks(ax)
     counts = metrics.confusion_counts(
-        as_pixel_map(prediction, "prediction"), as_pixel_map(label, "label").astype(bool),
+        as_pixel_map(probability, "probability"), as_pixel_map(label, "label").astype(bool),
         None if fov is None else as_pixel_map(fov, "fov").astype(bool), threshold,
     )
     handles = [
@@ -341,17 +351,20 @@ def draw_error_overlay(
 
 
 def plot_error_overlay(
-    image: np.ndarray | torch.Tensor | None,
+    probability: np.ndarray | torch.Tensor,
     label: np.ndarray | torch.Tensor,
-    prediction: np.ndarray | torch.Tensor,
     fov: np.ndarray | torch.Tensor | None = None,
+    image: np.ndarray | torch.Tensor | None = None,
     threshold: float = 0.5,
     title: str | None = None,
     save_to: str | Path | None = None,
 ) -> Figure:
-    """Show :func:`error_overlay` as a figure, with a legend of colours and counts."""
+    """Show :func:`error_overlay` as a figure, with a legend of colours and counts.
+
+    Taught in notebook 04, section 6.
+    """
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-    draw_error_overlay(ax, image, label, prediction, fov, threshold)
+    draw_error_overlay(ax, probability, label, fov, image, threshold)
     fig.suptitle(title if title else f"Errors at threshold {threshold:.2f}")
     return save_figure(fig, save_to)
 
@@ -391,6 +404,8 @@ def plot_roc_pr(
     such as the second human observer: a name mapped to the scores
     dictionary of :func:`retina_lib.metrics.scores_from_counts` (its
     ``sensitivity``, ``specificity`` and ``precision`` place the marker).
+
+    Taught in notebook 04, section 5.
     """
     if not histograms:
         raise ValueError("histograms is empty: give at least one {name: ScoreHistogram}")

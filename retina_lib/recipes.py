@@ -51,7 +51,10 @@ RECIPES: dict[str, TrainConfig] = {
 
 
 def recipe(name: str, **changes: Any) -> TrainConfig:
-    """The named recipe, with any fields replaced (``recipe("course", epochs=2)``)."""
+    """The named recipe, with any fields replaced (``recipe("course", epochs=2)``).
+
+    Taught in notebook 03, section 4.
+    """
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}")
     return replace(RECIPES[name], **changes)
@@ -75,6 +78,8 @@ def train_recipe(
     never the recipe, which is ``config`` alone. The seed is set before the
     network is built, so the initial weights are reproducible too. The run
     record names the dataset and its options (:func:`dataset_label`).
+
+    Taught in notebook 03, section 4.
     """
     config.check()
     options = dataset_options or {}

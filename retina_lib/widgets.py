@@ -103,10 +103,10 @@ def _shown(figure: Figure) -> Figure:
 
 
 def _overlay_and_scores(
-    image: np.ndarray | torch.Tensor | None,
+    probability: np.ndarray | torch.Tensor,
     label: np.ndarray | torch.Tensor,
-    prediction: np.ndarray | torch.Tensor,
     fov: np.ndarray | torch.Tensor | None,
+    image: np.ndarray | torch.Tensor | None,
     threshold: float,
     title: str,
     shown: dict[str, str] = SHOWN_SCORES,
@@ -114,7 +114,7 @@ def _overlay_and_scores(
     """The figure of every view: error overlay on the left, bars of the ``shown`` scores on the right."""
     fig, (overlay_ax, scores_ax) = plt.subplots(1, 2, figsize=(10, 4.5), width_ratios=(2, 1),
                                              layout="constrained")
-    counts = draw_error_overlay(overlay_ax, image, label, prediction, fov, threshold)
+    counts = draw_error_overlay(overlay_ax, probability, label, fov, image, threshold)
     overlay_ax.set_title("errors (inside the FOV)" if fov is not None else "errors")
     scores = metrics.scores_from_counts(counts)
     names = list(shown)
@@ -137,21 +137,24 @@ def _overlay_and_scores(
 # --------------------------------------------------------------------------
 
 def threshold_view(
-    prob: np.ndarray | torch.Tensor,
+    probability: np.ndarray | torch.Tensor,
     label: np.ndarray | torch.Tensor,
     fov: np.ndarray | torch.Tensor | None = None,
     image: np.ndarray | torch.Tensor | None = None,
     threshold: float = 0.5,
     save_to: str | Path | None = None,
 ) -> Figure:
-    """The prediction binarised at ``threshold``, its errors, and its Dice, IoU and accuracy."""
+    """The prediction binarised at ``threshold``, its errors, and its Dice, IoU and accuracy.
+
+    Taught in notebook 04, section 8.
+    """
     check_threshold(threshold)
     title = f"Prediction binarised at threshold {threshold_text(threshold)}"
-    return save_figure(_overlay_and_scores(image, label, prob, fov, threshold, title), save_to)
+    return save_figure(_overlay_and_scores(probability, label, fov, image, threshold, title), save_to)
 
 
 def threshold_explorer(
-    prob: np.ndarray | torch.Tensor,
+    probability: np.ndarray | torch.Tensor,
     label: np.ndarray | torch.Tensor,
     fov: np.ndarray | torch.Tensor | None = None,
     image: np.ndarray | torch.Tensor | None = None,
@@ -159,7 +162,7 @@ def threshold_explorer(
 ) -> interactive:
     """:func:`threshold_view` with a threshold slider (0.05 to 0.95, and ``threshold``, where it starts)."""
     def view(threshold: float) -> Figure:
-        return _shown(threshold_view(prob, label, fov, image, threshold))
+        return _shown(threshold_view(probability, label, fov, image, threshold))
 
     return interactive(view, threshold=_threshold_slider(threshold))
 
@@ -175,6 +178,8 @@ def shifted_prediction(label: np.ndarray | torch.Tensor, shift: int, blur_sigma:
     with a Gaussian of ``blur_sigma`` pixels turns the hard mask into
     probability-like values, so the threshold decides how thick the
     predicted vessels are; ``blur_sigma=0`` keeps the hard mask.
+
+    Taught in notebook 02, section 6.
     """
     label = as_pixel_map(label, "label").astype(np.float32)
     width = label.shape[1]
@@ -200,15 +205,21 @@ def shift_view(
     blur_sigma: float = 1.0,
     save_to: str | Path | None = None,
 ) -> Figure:
-    """Score :func:`shifted_prediction` against the label it was made from."""
+    """Score :func:`shifted_prediction` against the label it was made from.
+
+    Taught in notebook 02, section 6.
+    """
     check_threshold(threshold)
-    prediction = shifted_prediction(label, shift, blur_sigma)
+    probability = shifted_prediction(label, shift, blur_sigma)
     title = f"Label shifted by {shift} px, blurred (sigma {blur_sigma:g} px), threshold {threshold_text(threshold)}"
-    return save_figure(_overlay_and_scores(None, label, prediction, fov, threshold, title), save_to)
+    return save_figure(_overlay_and_scores(probability, label, fov, None, threshold, title), save_to)
 
 
 def shift_explorer(label: np.ndarray | torch.Tensor, fov: np.ndarray | torch.Tensor | None = None) -> interactive:
-    """:func:`shift_view` with sliders for the shift, the threshold and the blur."""
+    """:func:`shift_view` with sliders for the shift, the threshold and the blur.
+
+    Taught in notebook 02, section 6.
+    """
     def view(shift: int, threshold: float, blur_sigma: float) -> Figure:
         return _shown(shift_view(label, fov, shift, threshold, blur_sigma))
 
@@ -234,16 +245,16 @@ def _sample_parts(sample: Sample | tuple, index: int) -> tuple:
     return image, label, fov, f"image {index}"
 
 
-def _check_pages(samples: Sequence, probs: Sequence) -> None:
-    if len(samples) != len(probs):
-        raise ValueError(f"samples has {len(samples)} entries but probs has {len(probs)}")
+def _check_pages(samples: Sequence, probabilities: Sequence) -> None:
+    if len(samples) != len(probabilities):
+        raise ValueError(f"samples has {len(samples)} entries but probabilities has {len(probabilities)}")
     if len(samples) == 0:
         raise ValueError("samples is empty: nothing to browse")
 
 
 def prediction_view(
     samples: Sequence[Sample | tuple[np.ndarray, np.ndarray, np.ndarray | None]],
-    probs: Sequence[np.ndarray | torch.Tensor],
+    probabilities: Sequence[np.ndarray | torch.Tensor],
     index: int = 0,
     threshold: float = 0.5,
     save_to: str | Path | None = None,
@@ -251,24 +262,26 @@ def prediction_view(
     """One page of :func:`browse_predictions`: the errors of ``samples[index]`` and its F1, precision, sensitivity.
 
     ``samples`` are :class:`~retina_lib.data.sample.Sample` objects or
-    ``(image, label, fov)`` tuples; ``probs[i]`` is the probability map of
+    ``(image, label, fov)`` tuples; ``probabilities[i]`` is the probability map of
     ``samples[i]``. The scores are those of this one image inside its FOV,
     so a threshold's cost in F1 and what it trades (precision against
     sensitivity) can be read off directly.
+
+    Taught in notebook 04, section 8.
     """
-    _check_pages(samples, probs)
+    _check_pages(samples, probabilities)
     check_threshold(threshold)
     if not 0 <= index < len(samples):
         raise ValueError(f"index {index} is outside 0..{len(samples) - 1}")
     image, label, fov, name = _sample_parts(samples[index], index)
     title = f"{name}: errors at threshold {threshold_text(threshold)}"
-    return save_figure(_overlay_and_scores(image, label, probs[index], fov, threshold, title, BROWSER_SCORES),
+    return save_figure(_overlay_and_scores(probabilities[index], label, fov, image, threshold, title, BROWSER_SCORES),
                        save_to)
 
 
 def browse_predictions(
     samples: Sequence[Sample | tuple[np.ndarray, np.ndarray, np.ndarray | None]],
-    probs: Sequence[np.ndarray | torch.Tensor],
+    probabilities: Sequence[np.ndarray | torch.Tensor],
     threshold: float = 0.5,
 ) -> interactive:
     """:func:`prediction_view` with an image slider and a threshold slider.
@@ -276,11 +289,13 @@ def browse_predictions(
     The threshold slider starts at ``threshold`` (pass the one chosen on the
     training split) and offers it besides the steps of 0.05, so it can
     always be moved back there.
+
+    Taught in notebook 04, section 8.
     """
-    _check_pages(samples, probs)
+    _check_pages(samples, probabilities)
 
     def view(index: int, threshold: float) -> Figure:
-        return _shown(prediction_view(samples, probs, index, threshold))
+        return _shown(prediction_view(samples, probabilities, index, threshold))
 
     return interactive(
         view,

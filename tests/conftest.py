@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from retina_lib.data.datasets import ENVIRONMENT_VARIABLE, data_root
+from retina_lib.model import LinkNet
 
 #: The real datasets the tests read, by the folder their official archive unpacks to
 #: inside the data root, and the name ``python -m retina_lib download`` knows them by.
@@ -68,3 +70,12 @@ def server(tmp_path: Path) -> Iterator[Server]:
     yield running
     running.httpd.shutdown()
     running.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def linknet_file(tmp_path_factory) -> Path:
+    """An untrained LinkNet's state dict on disk (a valid ``linknet.pth``)."""
+    path = tmp_path_factory.mktemp("weights") / "linknet.pth"
+    torch.manual_seed(0)
+    torch.save(LinkNet().state_dict(), path)
+    return path

@@ -1,4 +1,4 @@
-"""checkpoint.pth records its format version; resuming refuses what would fail or mislead later (issue 18, 13, 15, 16)."""
+"""The full training checkpoint: what fit refuses to resume from, and how settings are compared."""
 from __future__ import annotations
 
 import shutil
@@ -6,13 +6,121 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
+from retina_lib.training.checkpoints import settings_differences
 from retina_lib.training.run_folder import CHECKPOINT_FILE, ResumeError
 from retina_lib.training.trainer import fit
 from retina_lib.training.weights import CHECKPOINT_FORMAT_VERSION
 from test_training import FAST, blob_images, tiny_net
 
 
+def damage(checkpoint: dict, how: str) -> object:
+    if how == "not a dict":
+        return [checkpoint]
+    if how == "no config":
+        del checkpoint["config"]
+    elif how == "no rng":
+        del checkpoint["rng"]
+    elif how == "rng without python":
+        del checkpoint["rng"]["python"]
+    elif how == "epoch as text":
+        checkpoint["epoch"] = "1"
+    elif how == "another architecture":
+        checkpoint["model"] = nn.Linear(3, 2).state_dict()
+    elif how == "another optimizer":
+        other = torch.optim.Adam(nn.Linear(3, 2).parameters())
+        checkpoint["optimizer"] = other.state_dict()
+    elif how == "short history":
+        checkpoint["history"]["train_loss"] = []
+    elif how == "nan weights":
+        next(iter(checkpoint["model"].values()))[0] = float("nan")
+    elif how == "bad rng state":
+        checkpoint["rng"]["torch"] = torch.zeros(3, dtype=torch.uint8)
+    return checkpoint
+
+
+@pytest.mark.parametrize("how, message", [
+    ("not a dict", "not a full training checkpoint"),
+    ("no config", "no 'config'"),
+    ("no rng", "no 'rng'"),
+    ("rng without python", "no rng 'python'"),
+    ("epoch as text", "'epoch' is a str"),
+    ("another architecture", "'model' is for another architecture"),
+    ("another optimizer", "optimizer, schedule or random states do not fit"),
+    ("short history", "one value per epoch"),
+    ("nan weights", "NaN or infinite"),
+    ("bad rng state", "optimizer, schedule or random states do not fit"),
+])
+def test_hand_made_checkpoints_raise_the_resume_error(tmp_path: Path, how: str, message: str) -> None:
+    fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+    checkpoint = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    torch.save(damage(checkpoint, how), tmp_path / CHECKPOINT_FILE)
+    with pytest.raises(ResumeError, match=message):
+        fit(tiny_net(), blob_images(2), epochs=2, out_dir=tmp_path, resume=True, **FAST)
+
+
+def test_settings_differences() -> None:
+    saved = {"epochs": 10, "lr": 0.1, "schedule": None}
+    assert settings_differences(saved, {**saved, "epochs": 20}) == []
+    assert settings_differences(saved, {**saved, "epochs": 5}) == ["epochs: 10 in the checkpoint, 5 now"]
+    cosine = {**saved, "schedule": "cosine"}
+    assert "not with schedule='cosine'" in settings_differences(cosine, {**cosine, "epochs": 20})[0]
+    assert settings_differences(saved, {**saved, "seed": 1}) == ["seed: '(not set)' in the checkpoint, 1 now"]
+
+
+# --------------------------------------------------------------------------
+# Random states, snapshots and the shape of a checkpoint
+# --------------------------------------------------------------------------
+
+def test_restoring_the_random_states_repeats_the_next_draws() -> None:
+    import random
+
+    import numpy as np
+
+    from retina_lib.training.checkpoints import restore_rng_states, rng_states
+
+    def draws() -> tuple:
+        return random.random(), random.gauss(0, 1), float(np.random.rand()), torch.rand(1).item()
+
+    states = rng_states()
+    first = draws()
+    assert draws() != first
+    restore_rng_states(states)
+    assert draws() == first
+
+
+def test_rng_states_load_with_weights_only(tmp_path: Path) -> None:
+    from retina_lib.training.checkpoints import rng_states
+
+    torch.save(rng_states(), tmp_path / "rng.pth")
+    loaded = torch.load(tmp_path / "rng.pth", weights_only=True)
+    assert torch.equal(loaded["torch"], torch.get_rng_state())
+
+
+def test_cpu_copy_is_a_snapshot_later_steps_cannot_change() -> None:
+    from retina_lib.training.checkpoints import cpu_copy
+
+    layer = nn.Linear(2, 1)
+    snapshot = cpu_copy(layer.state_dict())
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    assert not torch.equal(snapshot["weight"], layer.weight)
+    assert not snapshot["weight"].requires_grad
+
+
+def test_checkpoint_problems_names_what_is_missing_or_mistyped(tmp_path: Path) -> None:
+    from retina_lib.training.checkpoints import checkpoint_problems
+
+    assert checkpoint_problems([1, 2]) == ["it holds a list, not a dict"]
+    fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+    written = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert checkpoint_problems(written) == [], "what fit writes is well formed"
+    assert "'epoch' is a bool" in checkpoint_problems({**written, "epoch": True})
+    assert "no 'history'" in checkpoint_problems({key: value for key, value in written.items() if key != "history"})
+
+
+# --- issue 18: checkpoint format version, weights cast to integers (were a separate file) ---
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     """A run folder after one epoch of the tiny network: its checkpoint.pth is genuine."""

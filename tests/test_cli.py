@@ -14,11 +14,21 @@ import torch
 from PIL import Image
 from torch import nn
 
+from retina_lib import cli
 from retina_lib.cli import main
 from retina_lib.model import LinkNet
+from retina_lib.errors import UserInputError
+from retina_lib.training.run_folder import CHECKPOINT_FILE
+from test_data_readers import png_header_only
 
 #: A tiny synthetic dataset, trained for one epoch on the CPU.
 SYNTHETIC = ["--dataset", "synthetic", "--synthetic-n", "3", "--synthetic-size", "64"]
+
+
+def photo(path: Path, size: tuple[int, int] = (40, 48), seed: int = 0) -> Path:
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    return path
+
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -44,6 +54,7 @@ def test_every_command_has_help(command: str, capsys) -> None:
     assert f"usage: python -m retina_lib {command}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_python_dash_m_shows_help() -> None:
     result = subprocess.run([sys.executable, "-m", "retina_lib", "--help"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1],
@@ -166,11 +177,6 @@ def weights_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "linknet.pth"
     torch.manual_seed(0)
     torch.save(LinkNet().state_dict(), path)
-    return path
-
-
-def photo(path: Path, seed: int = 0) -> Path:
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
     return path
 
 
@@ -300,3 +306,145 @@ def test_case_18_predict_forces_its_maps_to_the_disk(tmp_path: Path, capsys, wei
     synced = fsynced_names(monkeypatch)
     assert run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu", "--threshold", "0.5")[0] == 0
     assert was_synced("eye_prob.png", synced) and was_synced("eye_mask.png", synced), synced
+
+
+# --------------------------------------------------------------------------
+# Hostile inputs on the command line: one line each, nothing overwritten (were in test_safety.py)
+# --------------------------------------------------------------------------
+
+def test_a_hand_made_checkpoint_is_one_line_on_the_command_line(tmp_path: Path, capsys) -> None:
+    torch.save({"best_model": {}, "optimizer": {}}, tmp_path / CHECKPOINT_FILE)
+    status, _, err = run(capsys, "train", *SYNTHETIC, "--epochs", "1", "--preset", "original", "--mode", "resize", "--size", "64", "--val-count", "1",
+                         "--device", "cpu", "--out", str(tmp_path), "--resume")
+    assert_one_line_error(status, err, "not a checkpoint written by fit: no 'model'")
+
+
+def test_predict_refuses_an_output_that_is_an_input(tmp_path: Path, capsys, linknet_file: Path) -> None:
+    scan, victim = photo(tmp_path / "scan.png"), photo(tmp_path / "scan_prob.png", seed=1)
+    before = victim.read_bytes()
+    status, _, err = run(capsys, "predict", str(scan), str(victim), "--weights", str(linknet_file), "--device", "cpu", "--threshold", "0.5")
+    assert_one_line_error(status, err, "would overwrite the input")
+    assert victim.read_bytes() == before
+    assert not (tmp_path / "scan_mask.png").exists(), "nothing is written"
+
+
+@pytest.mark.parametrize("second, words", [("scan.jpg", "have the same name"),
+                                           ("scan.png", "the same image is given twice")])
+def test_predict_refuses_two_inputs_with_one_output(tmp_path: Path, capsys, linknet_file: Path, second: str,
+                                                    words: str) -> None:
+    photo(tmp_path / "scan.png")
+    photo(tmp_path / second, seed=1)
+    status, _, err = run(capsys, "predict", str(tmp_path / "scan.png"), str(tmp_path / second),
+                         "--weights", str(linknet_file), "--device", "cpu", "--threshold", "0.5")
+    assert_one_line_error(status, err, words)
+    assert not (tmp_path / "scan_prob.png").exists()
+
+
+def test_predict_refuses_same_names_from_two_folders_into_one_out(tmp_path: Path, capsys, linknet_file: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = photo(tmp_path / "a" / "eye.png"), photo(tmp_path / "b" / "eye.png", seed=1)
+    status, _, err = run(capsys, "predict", str(first), str(second), "--weights", str(linknet_file),
+                         "--device", "cpu", "--out", str(tmp_path / "out"))
+    assert_one_line_error(status, err, "have the same name")
+    status, out, err = run(capsys, "predict", str(first), str(second), "--weights", str(linknet_file),
+                           "--device", "cpu")  # beside each image: no clash
+    assert status == 0, err
+    assert (tmp_path / "a" / "eye_prob.png").is_file() and (tmp_path / "b" / "eye_prob.png").is_file()
+
+
+def test_predict_goes_on_after_a_bad_image_and_fails_at_the_end(tmp_path: Path, capsys, linknet_file: Path) -> None:
+    good, later = photo(tmp_path / "good.png"), photo(tmp_path / "later.png", seed=1)
+    broken = tmp_path / "broken.png"
+    broken.write_text("not a picture")
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    status, out, err = run(capsys, "predict", str(good), str(broken), str(folder), str(later),
+                           "--weights", str(linknet_file), "--device", "cpu", "--threshold", "0.5")
+    assert_one_line_error(status, err, "2 of 4 image(s) could not be predicted")
+    assert "broken.png: cannot decode" in err and "folder.png: a folder, not an image file" in err
+    assert (tmp_path / "good_prob.png").is_file() and (tmp_path / "later_mask.png").is_file()
+    assert "later.png ->" in out
+
+
+def test_bombs_are_one_line_in_predict_evaluate_and_train(tmp_path: Path, capsys, linknet_file: Path) -> None:
+    bomb = png_header_only(tmp_path / "bomb.png", 12000, 12000)
+    status, _, err = run(capsys, "predict", str(bomb), "--weights", str(linknet_file), "--device", "cpu", "--threshold", "0.5")
+    assert_one_line_error(status, err, "bomb.png: its header claims")
+
+    for split in ("train", "test"):
+        (tmp_path / "data" / split / "images").mkdir(parents=True)
+        (tmp_path / "data" / split / "masks").mkdir()
+        for name in ("a", "b", "c"):
+            photo(tmp_path / "data" / split / "images" / f"{name}.png", size=(64, 64))
+            Image.fromarray(np.eye(64, dtype=np.uint8) * 255).save(tmp_path / "data" / split / "masks" / f"{name}.png")
+        png_header_only(tmp_path / "data" / split / "images" / "b.png", 12000, 12000)
+    status, _, err = run(capsys, "evaluate", "--dataset", "folder", "--data-dir", str(tmp_path / "data"),
+                         "--weights", str(linknet_file), "--threshold", "0.5", "--device", "cpu")
+    assert status == 2 and "Traceback" not in err  # after the progress bar of the images before it:
+    assert err.strip().splitlines()[-1].startswith("error: ") and "b.png: its header claims" in err
+    status, _, err = run(capsys, "train", "--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--epochs", "1",
+                         "--preset", "original", "--mode", "resize", "--size", "64", "--val-count", "1", "--device", "cpu", "--out", str(tmp_path / "run"))
+    assert_one_line_error(status, err, "b.png: its header claims")
+
+
+def test_evaluate_json_into_a_folder_is_refused_before_evaluating(tmp_path: Path, capsys, linknet_file: Path) -> None:
+    status, out, err = run(capsys, "evaluate", *SYNTHETIC, "--weights", str(linknet_file), "--device", "cpu",
+                           "--threshold", "0.5", "--json", str(tmp_path))
+    assert_one_line_error(status, err, "is a folder; give a file name")
+    assert out == "", "refused before the evaluation ran"
+
+
+@pytest.mark.parametrize("option, value", [("--lr", "inf"), ("--lr", "nan"), ("--lr", "-1"), ("--lr", "0"),
+                                           ("--epochs", "0"), ("--batch-size", "-2"), ("--val-count", "-1")])
+def test_impossible_training_numbers_are_refused_while_parsing(capsys, option: str, value: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--dataset", "synthetic", option, value])
+    assert exit_.value.code == 2
+    assert f"argument {option}: '{value}' is not" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "nan"])
+def test_thresholds_outside_0_1_are_refused_while_parsing(capsys, value: str) -> None:
+    with pytest.raises(SystemExit):
+        main(["predict", "x.png", "--weights", "w.pth", "--threshold", value])
+    assert "is not a number between 0 and 1" in capsys.readouterr().err
+
+
+def test_the_command_line_names_its_own_option_for_skipping(tmp_path: Path, capsys) -> None:
+    images, masks = tmp_path / "train" / "images", tmp_path / "train" / "masks"
+    images.mkdir(parents=True)
+    masks.mkdir()
+    for name in ("a", "b"):
+        photo(images / f"{name}.png", size=(64, 64))
+    Image.fromarray(np.eye(64, dtype=np.uint8) * 255).save(masks / "a.png")
+    status, _, err = run(capsys, "train", "--dataset", "folder", "--data-dir", str(tmp_path), "--device", "cpu",
+                         "--out", str(tmp_path / "run"))
+    assert_one_line_error(status, err, "Pass --skip-incomplete to leave the incomplete samples out")
+    assert "skip_incomplete=True" not in err
+
+
+# --------------------------------------------------------------------------
+# A user's mistake is one line; a library bug keeps its traceback
+# --------------------------------------------------------------------------
+
+def fail_while_loading_weights(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """Make ``predict`` fail with ``error`` where it loads the weights, as a bug inside the library would."""
+    def load_weights(path):
+        raise error
+
+    monkeypatch.setattr(cli, "load_weights", load_weights)
+
+
+def test_a_plain_value_error_is_a_bug_and_shows_its_traceback(tmp_path: Path, capsys, monkeypatch) -> None:
+    fail_while_loading_weights(monkeypatch, ValueError("operands could not be broadcast together"))
+    with pytest.raises(ValueError, match="operands could not be broadcast"):
+        main(["predict", str(tmp_path / "eye.png"), "--weights", str(tmp_path / "w.pth")])
+    assert "error:" not in capsys.readouterr().err, "a bug must not be dressed up as the user's mistake"
+
+
+def test_a_user_input_error_is_one_line_without_traceback(tmp_path: Path, capsys, monkeypatch) -> None:
+    fail_while_loading_weights(monkeypatch, UserInputError("w.pth: made for another network"))
+    status, _, err = run(capsys, "predict", str(tmp_path / "eye.png"), "--weights", str(tmp_path / "w.pth"))
+    assert_one_line_error(status, err, "w.pth: made for another network")
+    assert "Traceback" not in err

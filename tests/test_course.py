@@ -1,8 +1,5 @@
-"""The notebooks' shared setup: smoke mode, seeding, the repository address."""
+"""The notebooks' shared setup: smoke mode, seeding."""
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -61,35 +58,3 @@ def test_setup_sets_and_reports_the_thread_count(monkeypatch, capsys):
         assert "CPU threads: 1" in capsys.readouterr().out.splitlines()[-1]
     finally:
         torch.set_num_threads(before)
-
-
-def test_sync_notebook_links_rewrites_badge_and_install_cell(tmp_path, monkeypatch):
-    notebook = {
-        "cells": [
-            {"cell_type": "markdown", "id": "badge", "metadata": {}, "source": [
-                "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-                "(https://colab.research.google.com/github/old-owner/old-name/blob/main/notebooks/x.ipynb)"]},
-            {"cell_type": "code", "id": "install", "metadata": {}, "outputs": [], "execution_count": None, "source": [
-                '    !pip install --quiet --no-deps "git+https://github.com/old-owner/old-name"']},
-        ],
-        "metadata": {}, "nbformat": 4, "nbformat_minor": 5,
-    }
-    (tmp_path / "x.ipynb").write_text(json.dumps(notebook))
-    monkeypatch.setattr(course, "REPOSITORY", "https://github.com/new-owner/new-name")
-    assert course.sync_notebook_links(str(tmp_path)) == ["x.ipynb"]
-    badge, install = ["".join(cell["source"]) for cell in json.loads((tmp_path / "x.ipynb").read_text())["cells"]]
-    assert "github/new-owner/new-name/blob/main/notebooks/x.ipynb" in badge
-    assert install.endswith('"git+https://github.com/new-owner/new-name"')
-    assert course.sync_notebook_links(str(tmp_path)) == []
-
-
-def test_committed_notebooks_use_the_repository_address():
-    changed_if_synced = []
-    folder = Path(course.__file__).resolve().parents[1] / "notebooks"
-    for path in folder.glob("*.ipynb"):
-        text = path.read_text(encoding="utf-8")
-        if "colab.research.google.com/github/" in text:
-            owner_and_name = course.REPOSITORY.removeprefix("https://github.com/")
-            if f"colab.research.google.com/github/{owner_and_name}/" not in text or f"git+{course.REPOSITORY}" not in text:
-                changed_if_synced.append(path.name)
-    assert not changed_if_synced, f"run `python -m retina_lib.course` to update {changed_if_synced}"

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -361,3 +363,60 @@ def test_broken_link_named_like_a_label_is_named(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").symlink_to("nowhere.txt")  # not named like an image: not our business
     with pytest.raises(DatasetError, match=r"gone\.PNG: a symbolic link to .*elsewhere/gone\.png.*does not exist"):
         image_files_in(tmp_path)
+
+
+# --------------------------------------------------------------------------
+# Decompression bombs, 32-bit files, folders given as files
+# --------------------------------------------------------------------------
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height greyscale pixels but that holds no pixel data.
+
+    Decoding it would fail ("cannot decode"); a refusal that says how many
+    pixels it claims therefore proves the header was read and nothing more.
+    """
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("width, height, claimed", [
+    (8000, 8000, "8000 x 8000 = 64,000,000 pixels"),  # above the library's limit, below Pillow's
+    (12000, 12000, "144,000,000 pixels"),  # Pillow warns
+    (100000, 100000, "10,000,000,000 pixels"),  # Pillow refuses
+])
+def test_bombs_are_refused_before_decoding_naming_the_file(tmp_path: Path, width: int, height: int,
+                                                           claimed: str) -> None:
+    bomb = png_header_only(tmp_path / "bomb.png", width, height)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning may escape
+        with pytest.raises(DatasetError, match=f"bomb.png: its header claims {claimed}"):
+            read_image(bomb)
+
+
+def test_a_gzipped_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
+    import gzip
+
+    path = tmp_path / "im0001.ppm.gz"
+    with gzip.open(path, "wb") as stream:
+        stream.write(b"P6\n100000 100000\n255\n")
+    with pytest.raises(DatasetError, match="im0001.ppm.gz: its header claims"):
+        read_image(path)
+
+
+def test_a_32_bit_image_beyond_16_bits_is_refused_not_clipped(tmp_path: Path) -> None:
+    values = (np.arange(64 * 64).reshape(64, 64) * 1000).astype(np.int32)
+    Image.fromarray(values).save(tmp_path / "wide.tif")
+    with pytest.raises(DatasetError, match="wide.tif: a 32-bit integer image with values from 0 to 4095000"):
+        read_image(tmp_path / "wide.tif")
+    Image.fromarray((values // 1000 * 16).astype(np.int32)).save(tmp_path / "narrow.tif")  # 0..65520: 16-bit data
+    image = read_image(tmp_path / "narrow.tif")
+    assert image.shape == (64, 64, 3) and image.max() == pytest.approx(65520 / 65535)
+
+
+def test_a_folder_given_as_an_image_is_called_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="a folder, not an image file"):
+        read_image(tmp_path)

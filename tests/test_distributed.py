@@ -55,6 +55,7 @@ def train_as_one_of_two(rank: int, rendezvous_file: str, out_dir: str, results_d
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_processes_average_gradients_and_only_rank_0_writes(tmp_path: Path) -> None:
     out_dir, results = tmp_path / "run", tmp_path / "results"
     results.mkdir()
@@ -75,6 +76,7 @@ def test_two_processes_average_gradients_and_only_rank_0_writes(tmp_path: Path) 
         assert torch.equal(value, weights[0][name])
 
 
+@pytest.mark.slow
 def test_torchrun_launch_of_the_command_line(tmp_path: Path) -> None:
     out_dir = tmp_path / "run"
     command = [

@@ -1,10 +1,12 @@
-"""evaluate, format_table and the Frangi baseline.
+"""score_network, format_table and the Frangi baseline.
 
 A fake model whose vessel probability *is* the image's green channel makes the
 expected numbers computable by hand with the metrics module.
 """
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,7 +17,7 @@ from torch import nn
 
 from retina_lib.baselines import frangi_vesselness
 from retina_lib.data import Sample, load_dataset
-from retina_lib.scoring.evaluation import evaluate, format_table
+from retina_lib.scoring.evaluation import format_table, score_network
 from retina_lib.metrics import (
     METRIC_NAMES,
     ConfusionCounts,
@@ -66,7 +68,7 @@ def train_samples() -> list[Sample]:
 
 
 @pytest.fixture(scope="module")
-def test_samples() -> list[Sample]:
+def held_out_samples() -> list[Sample]:
     return [make_sample(10 + seed, TEST_ODDS, f"test{seed}", second_observer=True) for seed in range(2)]
 
 
@@ -84,59 +86,59 @@ def pooled_scores(samples: Sequence[Sample], maps: Sequence[np.ndarray], thresho
 # The threshold comes from training data.
 # --------------------------------------------------------------------------
 
-def test_threshold_is_chosen_on_train_and_applied_unchanged_to_test(train_samples, test_samples):
+def test_threshold_is_chosen_on_train_and_applied_unchanged_to_test(train_samples, held_out_samples):
     train_threshold, _ = best_f1_threshold(pooled_histogram(train_samples))
-    test_threshold, _ = best_f1_threshold(pooled_histogram(test_samples))
+    test_threshold, _ = best_f1_threshold(pooled_histogram(held_out_samples))
     assert train_threshold != 0.5 and train_threshold != test_threshold  # the case can tell them apart
 
-    results = evaluate(GreenChannelModel(), test_samples, train_samples=train_samples,
+    results = score_network(GreenChannelModel(), held_out_samples, train_samples=train_samples,
                        with_baselines=False, progress=False)
     assert results["threshold"] == train_threshold
-    expected = pooled_scores(test_samples, [s.image[..., 1] for s in test_samples], train_threshold)
+    expected = pooled_scores(held_out_samples, [s.image[..., 1] for s in held_out_samples], train_threshold)
     for name, value in expected.items():
         assert results[name] == pytest.approx(value, abs=1e-12), name
-    assert results["auc_roc"] == pytest.approx(auc_roc(pooled_histogram(test_samples)), abs=1e-12)
+    assert results["auc_roc"] == pytest.approx(auc_roc(pooled_histogram(held_out_samples)), abs=1e-12)
 
 
-def test_an_explicit_threshold_is_used_as_given(test_samples):
-    results = evaluate(GreenChannelModel(), test_samples, threshold=0.375, progress=False)
+def test_an_explicit_threshold_is_used_as_given(held_out_samples):
+    results = score_network(GreenChannelModel(), held_out_samples, threshold=0.375, progress=False)
     assert results["threshold"] == 0.375
-    expected = pooled_scores(test_samples, [s.image[..., 1] for s in test_samples], 0.375)
+    expected = pooled_scores(held_out_samples, [s.image[..., 1] for s in held_out_samples], 0.375)
     assert results["f1"] == pytest.approx(expected["f1"], abs=1e-12)
     assert "frangi" not in results  # its threshold would need training data
 
 
-def test_a_threshold_source_is_required(test_samples):
+def test_a_threshold_source_is_required(held_out_samples):
     with pytest.raises(ValueError, match="train_samples"):
-        evaluate(GreenChannelModel(), test_samples, progress=False)
+        score_network(GreenChannelModel(), held_out_samples, progress=False)
     with pytest.raises(ValueError, match="between 0 and 1"):
-        evaluate(GreenChannelModel(), test_samples, threshold=1.5, progress=False)
+        score_network(GreenChannelModel(), held_out_samples, threshold=1.5, progress=False)
 
 
-def test_unlabelled_test_samples_are_refused_by_name(test_samples):
-    unlabelled = Sample(test_samples[0].image, None, test_samples[0].fov, name="01_test")
+def test_unlabelled_test_samples_are_refused_by_name(held_out_samples):
+    unlabelled = Sample(held_out_samples[0].image, None, held_out_samples[0].fov, name="01_test")
     with pytest.raises(ValueError, match="01_test"):
-        evaluate(GreenChannelModel(), [unlabelled], threshold=0.5, progress=False)
+        score_network(GreenChannelModel(), [unlabelled], threshold=0.5, progress=False)
 
 
 # --------------------------------------------------------------------------
 # The shape of the results.
 # --------------------------------------------------------------------------
 
-def test_results_hold_pooled_per_image_and_reference_rows(train_samples, test_samples):
-    results = evaluate(GreenChannelModel(), test_samples, train_samples=train_samples,
+def test_results_hold_pooled_per_image_and_reference_rows(train_samples, held_out_samples):
+    results = score_network(GreenChannelModel(), held_out_samples, train_samples=train_samples,
                        progress=False, return_probabilities=True)
     for key in ("model", "second_observer", "frangi"):
         scores = results if key == "model" else results[key]
         assert set(METRIC_NAMES) <= set(scores), key
-        assert scores["n_images"] == len(test_samples)
-        assert [entry["name"] for entry in scores["per_image"]] == [s.name for s in test_samples]
+        assert scores["n_images"] == len(held_out_samples)
+        assert [entry["name"] for entry in scores["per_image"]] == [s.name for s in held_out_samples]
         assert all(set(METRIC_NAMES) <= set(entry) for entry in scores["per_image"])
-    assert len(results["probabilities"]) == len(test_samples)
-    np.testing.assert_allclose(results["probabilities"][0], test_samples[0].image[..., 1], atol=1e-6)
+    assert len(results["probabilities"]) == len(held_out_samples)
+    np.testing.assert_allclose(results["probabilities"][0], held_out_samples[0].image[..., 1], atol=1e-6)
 
     second = results["second_observer"]
-    expected = pooled_scores(test_samples, [s.second_label for s in test_samples], 0.5)
+    expected = pooled_scores(held_out_samples, [s.second_label for s in held_out_samples], 0.5)
     assert second["f1"] == pytest.approx(expected["f1"], abs=1e-12)
     assert second["auc_roc"] == pytest.approx((expected["sensitivity"] + expected["specificity"]) / 2)
 
@@ -148,7 +150,7 @@ def test_results_hold_pooled_per_image_and_reference_rows(train_samples, test_sa
 
 
 def test_no_second_observer_row_without_second_labels(train_samples):
-    results = evaluate(GreenChannelModel(), train_samples, threshold=0.5, progress=False)
+    results = score_network(GreenChannelModel(), train_samples, threshold=0.5, progress=False)
     assert "second_observer" not in results
     assert results["n_images"] == len(train_samples)
     assert "probabilities" not in results
@@ -169,15 +171,15 @@ class CountingSamples(Sequence):
         return sample
 
 
-def test_each_sample_is_read_once(train_samples, test_samples):
-    train, test = CountingSamples(train_samples), CountingSamples(test_samples)
-    evaluate(GreenChannelModel(), test, train_samples=train, progress=False)
+def test_each_sample_is_read_once(train_samples, held_out_samples):
+    train, test = CountingSamples(train_samples), CountingSamples(held_out_samples)
+    score_network(GreenChannelModel(), test, train_samples=train, progress=False)
     assert train.reads == [1] * len(train_samples)
-    assert test.reads == [1] * len(test_samples)
+    assert test.reads == [1] * len(held_out_samples)
 
 
-def test_format_table_has_a_row_per_method(train_samples, test_samples):
-    results = evaluate(GreenChannelModel(), test_samples, train_samples=train_samples, progress=False)
+def test_format_table_has_a_row_per_method(train_samples, held_out_samples):
+    results = score_network(GreenChannelModel(), held_out_samples, train_samples=train_samples, progress=False)
     table = format_table(results)
     lines = table.splitlines()
     for column in ("F1", "IoU", "Acc", "Se", "Sp", "Pr", "AUC-ROC", "AUC-PR", "threshold"):
@@ -228,3 +230,25 @@ def test_frangi_on_a_real_chase_image(shared_datasets):
     sample = load_dataset("chase_db1", "test", root=shared_datasets)[0]
     vesselness = frangi_vesselness(sample.image, sample.fov)
     assert auc_roc(score_histogram(vesselness, sample.label, sample.fov)) > 0.85
+
+
+# --------------------------------------------------------------------------
+# A label without vessels, a too-small image
+# --------------------------------------------------------------------------
+
+def test_a_vessel_free_label_leaves_its_auc_undefined_and_everything_else_scored() -> None:
+    samples = [make_sample(10 + seed, TEST_ODDS, f"test{seed}") for seed in range(2)]
+    empty = Sample(samples[0].image, np.zeros_like(samples[0].label), samples[0].fov, name="no_vessels")
+    with pytest.warns(UserWarning, match="image 'no_vessels': its label has no vessel pixels"):
+        results = score_network(GreenChannelModel(), [*samples, empty], threshold=0.5, progress=False)
+    by_name = {scores["name"]: scores for scores in results["per_image"]}
+    assert by_name["no_vessels"]["auc_roc"] is None and by_name["no_vessels"]["auc_pr"] is None
+    assert by_name["no_vessels"]["specificity"] < 1 and math.isfinite(by_name["test0"]["auc_roc"])
+    assert 0.5 < results["auc_roc"] < 1 and results["n_images"] == 3
+    json.dumps(results)  # None becomes null: the results still save
+
+
+def test_a_too_small_image_is_named_in_score_network() -> None:
+    tiny = Sample(np.zeros((16, 16, 3), np.float32), np.eye(16, dtype=bool), np.ones((16, 16), bool), name="crumb")
+    with pytest.raises(ValueError, match="sample 'crumb': image must be at least 32 x 32"):
+        score_network(GreenChannelModel(), [tiny], threshold=0.5, progress=False)

@@ -147,10 +147,10 @@ def test_pooled_f1_pools_counts_over_images():
     first, second = small_sample(), small_sample(label_pixels=20)
     probabilities = [first.label.astype(np.float32) * 0.9, np.zeros((8, 8), dtype=np.float32)]
     # pooled: tp 10, fp 0, fn 20 -> F1 = 2 tp / (2 tp + fp + fn) = 20 / 40 = 0.5 (per image: 1.0 and 0.0)
-    assert check_pooled_f1(0.5, probabilities, [first, second], threshold=0.5)
-    assert not check_pooled_f1(0.4, probabilities, [first, second], threshold=0.5)
-    assert not check_pooled_f1(0.5, probabilities, [first, second], threshold=0.95)  # nothing predicted: F1 0
-    assert not check_pooled_f1(0.4, probabilities, [first], threshold=0.5)  # a verdict, not an exception
+    assert check_pooled_f1(0.5, [first, second], probabilities, threshold=0.5)
+    assert not check_pooled_f1(0.4, [first, second], probabilities, threshold=0.5)
+    assert not check_pooled_f1(0.5, [first, second], probabilities, threshold=0.95)  # nothing predicted: F1 0
+    assert not check_pooled_f1(0.4, [first], probabilities, threshold=0.5)  # a verdict, not an exception
 
 
 def test_weakest_width_class_accepts_the_name_or_its_first_word():

@@ -65,7 +65,7 @@ def briefly_trained_net() -> LinkNet:
 
 
 @pytest.fixture(scope="module")
-def test_picture() -> np.ndarray:
+def fundus_picture() -> np.ndarray:
     """A 200 x 260 synthetic fundus photograph (not seen in training)."""
     return load_dataset("synthetic", "test", n=1, size=(200, 260), seed=0)[0].image
 
@@ -181,7 +181,7 @@ def test_large_images_are_tiled_automatically(monkeypatch):
     np.testing.assert_allclose(tiled, predict(model, image, tile_size=192), atol=1e-6)
 
 
-def test_tiled_linknet_agrees_with_the_whole_image(briefly_trained_net, test_picture):
+def test_tiled_linknet_agrees_with_the_whole_image(briefly_trained_net, fundus_picture):
     """LinkNet's receptive field spans the whole tile, so tiles cannot be exact.
 
     The cosine ramps give little weight to tile borders, where context is
@@ -191,8 +191,8 @@ def test_tiled_linknet_agrees_with_the_whole_image(briefly_trained_net, test_pic
     has sharper decisions, and single pixels can then differ by far more
     (see the docstring of retina_lib.scoring.inference for those measurements).
     """
-    whole = predict(briefly_trained_net, test_picture)
-    tiled = predict(briefly_trained_net, test_picture, tile_size=128, overlap=64)
+    whole = predict(briefly_trained_net, fundus_picture)
+    tiled = predict(briefly_trained_net, fundus_picture, tile_size=128, overlap=64)
     assert whole.std() > 0.05, "the map is nearly constant: the comparison would prove nothing"
     difference = np.abs(tiled - whole)
     print(f"tiled vs whole: max {difference.max():.4f}, mean {difference.mean():.5f}, map std {whole.std():.3f}")
@@ -203,8 +203,8 @@ def test_tiled_linknet_agrees_with_the_whole_image(briefly_trained_net, test_pic
 # Test-time augmentation.
 # --------------------------------------------------------------------------
 
-def test_flip_tta_is_exactly_flip_equivariant(briefly_trained_net, test_picture):
-    image = test_picture[:100, :131]  # not a multiple of 32: padding is one-sided
+def test_flip_tta_is_exactly_flip_equivariant(briefly_trained_net, fundus_picture):
+    image = fundus_picture[:100, :131]  # not a multiple of 32: padding is one-sided
     for axis in (0, 1):
         flipped = np.ascontiguousarray(np.flip(image, axis))
         with_tta = predict(briefly_trained_net, image, tta=True)
@@ -223,3 +223,12 @@ def test_predict_samples_predicts_each_sample_in_order(untrained_net):
     assert len(maps) == 2
     for sample, prob in zip(samples, maps):
         np.testing.assert_array_equal(prob, predict(untrained_net, sample.image))
+
+
+def test_a_network_giving_nan_gives_no_prediction() -> None:
+    class NaNModel(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full_like(x[:, :1], float("nan"))
+
+    with pytest.raises(ValueError, match="NaN or infinite for 1920 of 1920 pixels"):
+        predict(NaNModel(), np.zeros((40, 48, 3), np.float32))

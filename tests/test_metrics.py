@@ -341,7 +341,7 @@ def test_counts_add_up_when_pooling():
 
 def test_shape_mismatch_names_the_shapes():
     prob, label, fov = random_case(0, tied=True, with_fov=True)
-    with pytest.raises(ValueError, match=r"prob \(8, 9\), label \(9, 8\)"):
+    with pytest.raises(ValueError, match=r"probability \(8, 9\), label \(9, 8\)"):
         confusion_counts(prob, label.T)
     with pytest.raises(ValueError, match=r"fov \(1, 8, 9\)"):
         score_histogram(prob, label, fov[None])
@@ -352,11 +352,11 @@ def test_shape_mismatch_names_the_shapes():
 @pytest.mark.parametrize(
     "prob_change, label_change, fov_change, message",
     [
-        (lambda p: p * 2, None, None, r"prob must lie in \[0, 1\]"),
-        (lambda p: np.where(p > 0.5, np.nan, p), None, None, r"prob must lie in \[0, 1\]"),
+        (lambda p: p * 2, None, None, r"probability must lie in \[0, 1\]"),
+        (lambda p: np.where(p > 0.5, np.nan, p), None, None, r"probability must lie in \[0, 1\]"),
         (None, lambda l: l * 2.5, None, "label must be a bool mask"),
         (None, None, lambda f: np.zeros_like(f), "fov selects no pixel"),
-        (lambda p: p[:, :0], lambda l: l[:, :0], lambda f: f[:, :0], "prob has no pixels"),
+        (lambda p: p[:, :0], lambda l: l[:, :0], lambda f: f[:, :0], "probability has no pixels"),
     ],
 )
 def test_bad_input_is_rejected_with_a_clear_message(prob_change, label_change, fov_change, message):

@@ -1,6 +1,11 @@
 """LinkNet: the paper's architecture, any input size, clear errors, sigmoid head."""
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -102,3 +107,76 @@ def test_state_dict_keys_are_readable_and_round_trip(net):
     fresh.load_state_dict(net.state_dict())
     for name, tensor in fresh.state_dict().items():
         assert torch.equal(tensor, net.state_dict()[name])
+
+
+# --------------------------------------------------------------------------
+# Golden output: a refactoring that changes the network fails here
+# --------------------------------------------------------------------------
+
+#: The stored answers: LinkNet's exact parameter count, its state_dict keys and
+#: shapes (the shipped weights load by them), and summaries of its logits for
+#: one fixed input. Rewrite it only after a deliberate change of the network:
+#: ``python tests/test_model.py``.
+GOLDEN_FILE = Path(__file__).resolve().parent / "golden" / "linknet_64x64.json"
+
+#: How far the logits may drift between CPUs and torch builds (float32
+#: convolutions sum in different orders): far below what any change of a
+#: layer, a skip or an initialisation moves them.
+GOLDEN_RELATIVE_TOLERANCE = 1e-4
+
+
+def golden_values() -> dict:
+    """What :data:`GOLDEN_FILE` stores, computed from the current LinkNet on the CPU."""
+    torch.manual_seed(0)
+    model = LinkNet().eval()
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(image).double()
+    return {
+        "input": "torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))",
+        "model": "torch.manual_seed(0); LinkNet().eval()",
+        "parameter_count": count_parameters(model),
+        "state_dict": [[name, list(tensor.shape)] for name, tensor in model.state_dict().items()],
+        "logits_shape": list(logits.shape),
+        "logits_sum": logits.sum().item(),
+        "logits_abs_sum": logits.abs().sum().item(),
+        "logits_every_16th_pixel": logits[0, 0, ::16, ::16].flatten().tolist(),
+    }
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict:
+    return json.loads(GOLDEN_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def current() -> dict:
+    return golden_values()
+
+
+def test_the_parameter_count_is_exactly_the_stored_one(golden, current):
+    assert current["parameter_count"] == golden["parameter_count"]
+
+
+def test_state_dict_names_and_shapes_are_the_stored_ones(golden, current):
+    """The weights shipped and saved by earlier runs load by these names and shapes."""
+    assert current["state_dict"] == golden["state_dict"]
+
+
+def test_logits_for_the_fixed_input_are_the_stored_ones(golden, current):
+    assert current["logits_shape"] == golden["logits_shape"]
+    scale = golden["logits_abs_sum"]
+    assert current["logits_abs_sum"] == pytest.approx(scale, rel=GOLDEN_RELATIVE_TOLERANCE)
+    assert abs(current["logits_sum"] - golden["logits_sum"]) <= GOLDEN_RELATIVE_TOLERANCE * scale
+    typical = scale / math.prod(golden["logits_shape"])
+    np.testing.assert_allclose(current["logits_every_16th_pixel"], golden["logits_every_16th_pixel"],
+                               rtol=GOLDEN_RELATIVE_TOLERANCE, atol=GOLDEN_RELATIVE_TOLERANCE * typical)
+
+
+if __name__ == "__main__":
+    GOLDEN_FILE.parent.mkdir(exist_ok=True)
+    values = golden_values()
+    lines = [f" {json.dumps(key)}: {json.dumps(value)}" for key, value in values.items() if key != "state_dict"]
+    lines.append(' "state_dict": [\n' + ",\n".join(f"  {json.dumps(entry)}" for entry in values["state_dict"]) + "\n ]")
+    GOLDEN_FILE.write_text("{\n" + ",\n".join(lines) + "\n}\n")  # one state_dict entry a line: readable diffs
+    print(f"wrote {GOLDEN_FILE}")

@@ -1,4 +1,4 @@
-"""Tests of retina_lib.plotter and retina_lib.widgets (the explorers are built on the plots)."""
+"""Tests of retina_lib.plotter: every figure is titled, labelled, and draws what the metrics count."""
 from __future__ import annotations
 
 import matplotlib
@@ -9,11 +9,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-from ipywidgets import FloatSlider, IntSlider, SelectionSlider
 from matplotlib.figure import Figure
 
-from retina_lib import metrics, plotter, widgets
-from retina_lib.data.sample import Sample
+from retina_lib import metrics, plotter
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -73,11 +71,8 @@ FIGURE_BUILDERS = {
     "show_samples": lambda case, save_to: plotter.show_samples(
         [case["image"]], [case["label"]], [case["prob"]], save_to=save_to),
     "plot_error_overlay": lambda case, save_to: plotter.plot_error_overlay(
-        case["image"], case["label"], case["prob"], case["fov"], save_to=save_to),
+        case["prob"], case["label"], case["fov"], case["image"], save_to=save_to),
     "plot_roc_pr": lambda case, save_to: plotter.plot_roc_pr({"model": _histogram(case)}, save_to=save_to),
-    "threshold_view": lambda case, save_to: widgets.threshold_view(
-        case["prob"], case["label"], case["fov"], case["image"], 0.5, save_to=save_to),
-    "shift_view": lambda case, save_to: widgets.shift_view(case["label"], case["fov"], 1, 0.5, save_to=save_to),
 }
 
 
@@ -165,7 +160,7 @@ def test_show_samples_accepts_numpy_and_torch_images_in_a_grid():
     torch_image = torch.from_numpy(second["image"]).permute(2, 0, 1)  # 3 x H x W, as PyTorch feeds it
     fig = plotter.show_samples(
         [first["image"], torch_image], [first["label"], second["label"]],
-        predictions=[first["prob"], torch.from_numpy(second["prob"])[None]],  # 1 x H x W is accepted too
+        probabilities=[first["prob"], torch.from_numpy(second["prob"])[None]],  # 1 x H x W is accepted too
         titles=["first", "second"], fovs=[first["fov"], second["fov"]],
     )
     assert fig.get_suptitle()
@@ -207,7 +202,7 @@ def test_error_overlay_colours_each_kind_of_pixel():
     fov[3, 3], label[3, 3], prob[3, 3] = False, True, 0.9  # outside the FOV: no colour whatever it is
     fov[3, 2], prob[3, 2] = False, 0.9
 
-    overlay = plotter.error_overlay(image, label, prob, fov, threshold=0.5)
+    overlay = plotter.error_overlay(prob, label, fov, image, threshold=0.5)
 
     assert overlay.shape == (4, 4, 3)
     np.testing.assert_allclose(overlay[0, 0], WHITE)
@@ -223,7 +218,7 @@ def test_error_overlay_colours_each_kind_of_pixel():
 def test_error_overlay_without_image_or_fov_has_a_black_background():
     label = np.array([[True, False], [False, False]])
     prob = np.array([[1.0, 0.0], [0.0, 0.0]])
-    overlay = plotter.error_overlay(None, label, prob)
+    overlay = plotter.error_overlay(prob, label)
     np.testing.assert_allclose(overlay[0, 0], WHITE)
     np.testing.assert_array_equal(overlay[1:, :], 0.0)
 
@@ -231,7 +226,7 @@ def test_error_overlay_without_image_or_fov_has_a_black_background():
 def test_error_overlay_colours_exactly_what_the_metrics_count():
     case = make_case()
     threshold = 0.4
-    overlay = plotter.error_overlay(case["image"], case["label"], case["prob"], case["fov"], threshold)
+    overlay = plotter.error_overlay(case["prob"], case["label"], case["fov"], case["image"], threshold)
     counts = metrics.confusion_counts(case["prob"], case["label"], case["fov"], threshold)
 
     def pixels_of(colour) -> int:
@@ -244,20 +239,20 @@ def test_error_overlay_colours_exactly_what_the_metrics_count():
 def test_error_overlay_accepts_torch_and_refuses_logits():
     case = make_case()
     from_torch = plotter.error_overlay(
-        torch.from_numpy(case["image"]).permute(2, 0, 1), torch.from_numpy(case["label"]),
-        torch.from_numpy(case["prob"])[None], torch.from_numpy(case["fov"]),
+        torch.from_numpy(case["prob"])[None], torch.from_numpy(case["label"]), torch.from_numpy(case["fov"]),
+        torch.from_numpy(case["image"]).permute(2, 0, 1),
     )
-    np.testing.assert_array_equal(from_torch, plotter.error_overlay(case["image"], case["label"], case["prob"], case["fov"]))
+    np.testing.assert_array_equal(from_torch, plotter.error_overlay(case["prob"], case["label"], case["fov"], case["image"]))
     with pytest.raises(ValueError, match="probabilities in \\[0, 1\\]"):
-        plotter.error_overlay(case["image"], case["label"], case["prob"] * 10 - 5)
+        plotter.error_overlay(case["prob"] * 10 - 5, case["label"], image=case["image"])
     with pytest.raises(ValueError, match="fov has size"):
-        plotter.error_overlay(case["image"], case["label"], case["prob"], case["fov"][:-1])
+        plotter.error_overlay(case["prob"], case["label"], case["fov"][:-1], case["image"])
 
 
 def test_plot_error_overlay_legend_names_colours_with_counts():
     case = make_case()
     counts = metrics.confusion_counts(case["prob"], case["label"], case["fov"], 0.3)
-    fig = plotter.plot_error_overlay(case["image"], case["label"], case["prob"], case["fov"], threshold=0.3)
+    fig = plotter.plot_error_overlay(case["prob"], case["label"], case["fov"], case["image"], threshold=0.3)
     assert "0.30" in fig.get_suptitle()
     legend = fig.axes[0].get_legend()
     texts = [text.get_text() for text in legend.get_texts()]
@@ -265,7 +260,7 @@ def test_plot_error_overlay_legend_names_colours_with_counts():
                      f"false negative: {counts.fn:,}"]
     colours = [tuple(patch.get_facecolor()[:3]) for patch in legend.get_patches()]
     np.testing.assert_allclose(colours, [WHITE, VERMILLION, SKY_BLUE])
-    titled = plotter.plot_error_overlay(case["image"], case["label"], case["prob"], title="Image_01L")
+    titled = plotter.plot_error_overlay(case["prob"], case["label"], image=case["image"], title="Image_01L")
     assert titled.get_suptitle() == "Image_01L"
 
 
@@ -317,85 +312,3 @@ def test_plot_roc_pr_refuses_an_operating_point_for_an_unknown_model():
     case = make_case()
     with pytest.raises(ValueError, match="operating_points name models \\['Frangi'\\]"):
         plotter.plot_roc_pr({"LinkNet": _histogram(case)}, operating_points={"Frangi": 0.5})
-
-
-# --------------------------------------------------------------------------
-# Widgets: the plain views and the explorers built on them
-# --------------------------------------------------------------------------
-
-def slider_descriptions(widget) -> list[str]:
-    return [child.description for child in widget.children
-            if isinstance(child, (IntSlider, FloatSlider, SelectionSlider))]
-
-
-def test_threshold_view_reports_the_scores_at_its_threshold():
-    case = make_case()
-    fig = widgets.threshold_view(case["prob"], case["label"], case["fov"], case["image"], threshold=0.35)
-    scores = metrics.scores_from_counts(metrics.confusion_counts(case["prob"], case["label"], case["fov"], 0.35))
-    title = fig.get_suptitle()
-    assert "0.35" in title
-    assert f"Dice {scores['f1']:.3f}" in title and f"IoU {scores['iou']:.3f}" in title
-    assert f"accuracy {scores['accuracy']:.3f}" in title
-    bars = fig.axes[1].patches
-    np.testing.assert_allclose([bar.get_width() for bar in bars], [scores["f1"], scores["iou"], scores["accuracy"]])
-    assert fig.axes[1].get_xlabel() and fig.axes[1].get_ylabel()
-
-
-def test_threshold_explorer_has_a_threshold_slider_that_redraws():
-    case = make_case()
-    explorer = widgets.threshold_explorer(case["prob"], case["label"], case["fov"], case["image"])
-    slider, = [child for child in explorer.children if isinstance(child, SelectionSlider)]
-    values = [value for _, value in slider.options]
-    assert (slider.description, values[0], values[-1]) == ("threshold", 0.05, 0.95)
-    explorer.update()  # ipywidgets 8 draws when the explorer is made, 7 when it is first shown
-    assert isinstance(explorer.result, Figure) and "0.50" in explorer.result.get_suptitle()
-    slider.value = 0.3
-    assert "0.30" in explorer.result.get_suptitle()
-
-
-def test_shifted_prediction_moves_the_label_without_wrapping():
-    label = np.zeros((3, 5), dtype=bool)
-    label[:, 0] = label[:, 4] = True
-    moved_right = widgets.shifted_prediction(label, 1, blur_sigma=0)
-    np.testing.assert_array_equal(moved_right[0], [0, 1, 0, 0, 0])
-    moved_left = widgets.shifted_prediction(label, -2, blur_sigma=0)
-    np.testing.assert_array_equal(moved_left[0], [0, 0, 1, 0, 0])
-    blurred = widgets.shifted_prediction(label, 0, blur_sigma=1.0)
-    assert blurred.min() >= 0 and blurred.max() <= 1 and 0 < blurred[0, 1] < 1
-    with pytest.raises(ValueError, match="shift 5 moves the label"):
-        widgets.shifted_prediction(label, 5, blur_sigma=0)
-
-
-def test_shift_view_shows_dice_collapsing_while_accuracy_stays_high():
-    case = make_case()
-    perfect = widgets.shift_view(case["label"], case["fov"], shift=0, threshold=0.5, blur_sigma=0)
-    assert "Dice 1.000" in perfect.get_suptitle()
-    shifted = metrics.scores_from_counts(metrics.confusion_counts(
-        widgets.shifted_prediction(case["label"], 2, blur_sigma=0), case["label"], case["fov"]))
-    assert shifted["f1"] < 0.5 < 0.8 < shifted["accuracy"]  # the lesson of the losses notebook
-
-
-def test_shift_explorer_has_its_three_sliders():
-    case = make_case()
-    explorer = widgets.shift_explorer(case["label"], case["fov"])
-    assert slider_descriptions(explorer) == ["shift (px)", "threshold", "blur sigma"]
-    explorer.update()  # ipywidgets 8 draws when the explorer is made, 7 when it is first shown
-    assert isinstance(explorer.result, Figure)
-
-
-def test_browse_predictions_pages_through_samples():
-    first, second = make_case(0), make_case(1)
-    samples = [
-        Sample(image=first["image"], label=first["label"], fov=first["fov"], name="Image_01L"),
-        (second["image"], second["label"], second["fov"]),
-    ]
-    browser = widgets.browse_predictions(samples, [first["prob"], second["prob"]], threshold=0.4)
-    assert slider_descriptions(browser) == ["image", "threshold"]
-    index_slider, = [child for child in browser.children if isinstance(child, IntSlider)]
-    assert (index_slider.min, index_slider.max) == (0, 1)
-    browser.update()  # ipywidgets 8 draws when the browser is made, 7 when it is first shown
-    assert browser.result.get_suptitle().startswith("Image_01L")
-    index_slider.value = 1
-    assert browser.result.get_suptitle().startswith("image 1")
-    with pytest.raises(ValueError, match="samples has 2 entries but probs has 1"):
-        widgets.browse_predictions(samples, [first["prob"]])

@@ -80,6 +80,7 @@ def let_go(out_dir: Path) -> None:
 # kill -9, then resume
 # --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_kill_9_in_the_middle_of_an_epoch_then_resume_gives_the_same_run(tmp_path: Path, started) -> None:
     run_dir = tmp_path / "killed"
     process = start_gated_run(run_dir, gate_epoch=2, started=started)
@@ -100,6 +101,7 @@ def test_kill_9_in_the_middle_of_an_epoch_then_resume_gives_the_same_run(tmp_pat
     assert not (run_dir / LOCK_FILE).exists(), "a run that ends normally deletes its lock file"
 
 
+@pytest.mark.slow
 def test_the_lock_dies_with_a_killed_process(tmp_path: Path, started) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys; from retina_lib.training.run_folder import RunFolderLock; "
@@ -120,6 +122,7 @@ def test_the_lock_dies_with_a_killed_process(tmp_path: Path, started) -> None:
 # Two runs into one folder
 # --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_second_run_into_a_busy_folder_is_refused_and_the_first_finishes_intact(tmp_path: Path, capsys,
                                                                                    started) -> None:
     run_dir = tmp_path / "shared"
@@ -234,6 +237,7 @@ def test_temporary_names_are_unique_and_cleaned_up(tmp_path: Path) -> None:
 
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_command_line_then_resume_gives_the_same_history(tmp_path: Path, capsys, started) -> None:
     """The same through ``python -m retina_lib train``, killed as soon as its first checkpoint appears."""
     arguments = ["train", "--dataset", "synthetic", "--synthetic-n", "3", "--synthetic-size", "64", "--epochs", "2",

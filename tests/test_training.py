@@ -127,6 +127,7 @@ def test_the_model_ends_with_the_best_epoch_weights(tmp_path: Path) -> None:
     assert history["lr"][0] == pytest.approx(1e-2) and history["lr"][-1] < history["lr"][0]  # cosine
 
 
+@pytest.mark.slow
 def test_checkpoints_load_with_weights_only_and_linknet_pth_into_a_fresh_linknet(tmp_path: Path) -> None:
     torch.manual_seed(0)
     fit(LinkNet(), blob_images(2, size=64), config=tiny(1), out_dir=tmp_path, **FAST)
@@ -143,6 +144,7 @@ def test_checkpoints_load_with_weights_only_and_linknet_pth_into_a_fresh_linknet
         assert torch.equal(value, from_checkpoint.state_dict()[key]), key
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_with_the_same_history(tmp_path: Path) -> None:
     base, val = blob_images(4), blob_images(2, seed=1)
     straight_model = tiny_net()
@@ -167,6 +169,7 @@ def test_the_interruption_message_says_how_to_resume(tmp_path: Path, capsys) -> 
     assert "holds epoch 1" in message and "resume=True" in message and "--resume" in message
 
 
+@pytest.mark.slow
 def test_a_finished_run_can_be_extended(tmp_path: Path) -> None:
     data, val = NoisyEpochs(blob_images(4)), blob_images(2, seed=1)
     straight = fit(tiny_net(), data, val, config=tiny(3), out_dir=tmp_path / "straight", **FAST)
@@ -237,22 +240,6 @@ def test_fit_takes_a_train_config_not_a_dict() -> None:
         fit(tiny_net(), blob_images(2), config={"epochs": 1}, **FAST)
 
 
-def test_load_weights_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="weights file not found: .*nothing.pth"):
-        load_weights(tmp_path / "nothing.pth")
-    torch.save(nn.Linear(3, 2).state_dict(), tmp_path / "linear.pth")
-    with pytest.raises(WeightsError, match="another architecture .*missing keys .*2 unexpected keys \\(weight, bias\\)"):
-        load_weights(tmp_path / "linear.pth")
-    (tmp_path / "text.pth").write_text("not weights")
-    with pytest.raises(WeightsError, match="text.pth: not a PyTorch weights file"):
-        load_weights(tmp_path / "text.pth")
-    two_class = LinkNet(num_classes=2).state_dict()
-    torch.save(two_class, tmp_path / "two.pth")
-    assert load_weights(tmp_path / "two.pth").num_classes == 2
-    with pytest.raises(WeightsError, match="shape mismatches \\(classifier.weight"):
-        load_weights(tmp_path / "two.pth", model=LinkNet())
-
-
 def test_split_validation_holds_out_the_last_training_images() -> None:
     samples = list("abcdef")
     assert split_validation(samples, 2) == (list("abcd"), list("ef"))
@@ -317,3 +304,8 @@ def test_three_ways_of_starting_the_same_run_give_identical_weights(tmp_path: Pa
                for run in ("cli", "recipe", "fit")]
     assert records[0] == records[1] == records[2] == {
         **config.settings(), "train_size": 4, "val_size": 1, "dataset": "synthetic n=4 size=96"}
+
+
+def test_fit_refuses_an_infinite_learning_rate() -> None:
+    with pytest.raises(ValueError, match="lr must be a positive finite number, got inf"):
+        fit(tiny_net(), blob_images(2), config=tiny(1, lr=float("inf")), **FAST)

@@ -20,12 +20,12 @@ import ipywidgets
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from ipywidgets import SelectionSlider
+from ipywidgets import FloatSlider, IntSlider, SelectionSlider
 from matplotlib.figure import Figure
 
 from retina_lib import metrics, widgets
 from retina_lib.data.sample import Sample
-from test_plotter import close_figures, make_case  # noqa: F401 (close_figures is an autouse fixture)
+from test_plotter import PNG_SIGNATURE, close_figures, make_case  # noqa: F401 (close_figures is an autouse fixture)
 
 CHOSEN = 0.4773  # a threshold chosen on a training split, off the 0.05 grid
 
@@ -147,6 +147,7 @@ def explorers_and_views() -> list[tuple[str, object, object]]:
     ]
 
 
+@pytest.mark.slow
 def test_each_explorer_starts_on_the_figure_of_its_static_view() -> None:
     for name, explorer, view in explorers_and_views():
         explorer.update()
@@ -192,6 +193,7 @@ def test_explorers_work_with_a_google_colab_module_present(monkeypatch: pytest.M
         importlib.reload(widgets)
 
 
+@pytest.mark.slow
 def test_in_a_kernel_the_figure_goes_into_the_explorer_and_nowhere_else(tmp_path) -> None:
     """Run a small notebook in a real kernel with matplotlib's inline backend, as Jupyter and Colab do.
 
@@ -239,3 +241,101 @@ def test_in_a_kernel_the_figure_goes_into_the_explorer_and_nowhere_else(tmp_path
     held = [output for model in state.values() if model["model_name"] == "OutputModel"
             for output in model["state"].get("outputs", [])]
     assert [sorted(output["data"]) for output in held] == [["image/png", "text/plain"]]
+
+
+# --------------------------------------------------------------------------
+# The plain views and the explorers built on them
+# --------------------------------------------------------------------------
+
+VIEW_BUILDERS = {
+    "threshold_view": lambda case, save_to: widgets.threshold_view(
+        case["prob"], case["label"], case["fov"], case["image"], 0.5, save_to=save_to),
+    "shift_view": lambda case, save_to: widgets.shift_view(case["label"], case["fov"], 1, 0.5, save_to=save_to),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VIEW_BUILDERS))
+def test_every_view_has_a_title_and_saves_a_png(name, tmp_path):
+    save_to = tmp_path / "nested" / f"{name}.png"
+    fig = VIEW_BUILDERS[name](make_case(), save_to)
+    assert isinstance(fig, Figure)
+    assert fig.get_suptitle().strip(), f"{name} made a figure without a title"
+    assert save_to.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def slider_descriptions(widget) -> list[str]:
+    return [child.description for child in widget.children
+            if isinstance(child, (IntSlider, FloatSlider, SelectionSlider))]
+
+
+def test_threshold_view_reports_the_scores_at_its_threshold():
+    case = make_case()
+    fig = widgets.threshold_view(case["prob"], case["label"], case["fov"], case["image"], threshold=0.35)
+    scores = metrics.scores_from_counts(metrics.confusion_counts(case["prob"], case["label"], case["fov"], 0.35))
+    title = fig.get_suptitle()
+    assert "0.35" in title
+    assert f"Dice {scores['f1']:.3f}" in title and f"IoU {scores['iou']:.3f}" in title
+    assert f"accuracy {scores['accuracy']:.3f}" in title
+    bars = fig.axes[1].patches
+    np.testing.assert_allclose([bar.get_width() for bar in bars], [scores["f1"], scores["iou"], scores["accuracy"]])
+    assert fig.axes[1].get_xlabel() and fig.axes[1].get_ylabel()
+
+
+def test_threshold_explorer_has_a_threshold_slider_that_redraws():
+    case = make_case()
+    explorer = widgets.threshold_explorer(case["prob"], case["label"], case["fov"], case["image"])
+    slider, = [child for child in explorer.children if isinstance(child, SelectionSlider)]
+    values = [value for _, value in slider.options]
+    assert (slider.description, values[0], values[-1]) == ("threshold", 0.05, 0.95)
+    explorer.update()  # ipywidgets 8 draws when the explorer is made, 7 when it is first shown
+    assert isinstance(explorer.result, Figure) and "0.50" in explorer.result.get_suptitle()
+    slider.value = 0.3
+    assert "0.30" in explorer.result.get_suptitle()
+
+
+def test_shifted_prediction_moves_the_label_without_wrapping():
+    label = np.zeros((3, 5), dtype=bool)
+    label[:, 0] = label[:, 4] = True
+    moved_right = widgets.shifted_prediction(label, 1, blur_sigma=0)
+    np.testing.assert_array_equal(moved_right[0], [0, 1, 0, 0, 0])
+    moved_left = widgets.shifted_prediction(label, -2, blur_sigma=0)
+    np.testing.assert_array_equal(moved_left[0], [0, 0, 1, 0, 0])
+    blurred = widgets.shifted_prediction(label, 0, blur_sigma=1.0)
+    assert blurred.min() >= 0 and blurred.max() <= 1 and 0 < blurred[0, 1] < 1
+    with pytest.raises(ValueError, match="shift 5 moves the label"):
+        widgets.shifted_prediction(label, 5, blur_sigma=0)
+
+
+def test_shift_view_shows_dice_collapsing_while_accuracy_stays_high():
+    case = make_case()
+    perfect = widgets.shift_view(case["label"], case["fov"], shift=0, threshold=0.5, blur_sigma=0)
+    assert "Dice 1.000" in perfect.get_suptitle()
+    shifted = metrics.scores_from_counts(metrics.confusion_counts(
+        widgets.shifted_prediction(case["label"], 2, blur_sigma=0), case["label"], case["fov"]))
+    assert shifted["f1"] < 0.5 < 0.8 < shifted["accuracy"]  # the lesson of the losses notebook
+
+
+def test_shift_explorer_has_its_three_sliders():
+    case = make_case()
+    explorer = widgets.shift_explorer(case["label"], case["fov"])
+    assert slider_descriptions(explorer) == ["shift (px)", "threshold", "blur sigma"]
+    explorer.update()  # ipywidgets 8 draws when the explorer is made, 7 when it is first shown
+    assert isinstance(explorer.result, Figure)
+
+
+def test_browse_predictions_pages_through_samples():
+    first, second = make_case(0), make_case(1)
+    samples = [
+        Sample(image=first["image"], label=first["label"], fov=first["fov"], name="Image_01L"),
+        (second["image"], second["label"], second["fov"]),
+    ]
+    browser = widgets.browse_predictions(samples, [first["prob"], second["prob"]], threshold=0.4)
+    assert slider_descriptions(browser) == ["image", "threshold"]
+    index_slider, = [child for child in browser.children if isinstance(child, IntSlider)]
+    assert (index_slider.min, index_slider.max) == (0, 1)
+    browser.update()  # ipywidgets 8 draws when the browser is made, 7 when it is first shown
+    assert browser.result.get_suptitle().startswith("Image_01L")
+    index_slider.value = 1
+    assert browser.result.get_suptitle().startswith("image 1")
+    with pytest.raises(ValueError, match="samples has 2 entries but probabilities has 1"):
+        widgets.browse_predictions(samples, [first["prob"]])

@@ -52,6 +52,8 @@ def load_result(name: str) -> dict[str, Any]:
 
     Raises:
         ValueError: no result has that name; the message lists the names there are.
+
+    Taught in notebook 04, section 1.
     """
     available = available_results()
     if name not in available:

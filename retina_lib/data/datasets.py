@@ -30,6 +30,7 @@ from retina_lib.data.fov import estimate_fov
 from retina_lib.data.readers import DatasetError, image_files_in, read_image, read_mask, split_extension
 from retina_lib.data.sample import Sample
 from retina_lib.data.synthetic import synthetic_dataset
+from retina_lib.errors import UserInputError
 
 ENVIRONMENT_VARIABLE = "RETINA_DATA_DIR"
 SPLITS = ("train", "test", "all")
@@ -382,14 +383,14 @@ def dataset_folder(name: str, root: str | Path | None = None) -> Path:
     """The folder in which dataset ``name`` lives inside the data root (see :func:`data_root`)."""
     name = _check_name(name)
     if name not in DATASETS:
-        raise ValueError(f"dataset {name!r} has no folder in the data root; these do: {', '.join(DATASETS)}")
+        raise UserInputError(f"dataset {name!r} has no folder in the data root; these do: {', '.join(DATASETS)}")
     return data_root(root) / DATASETS[name].folder
 
 
 def _check_name(name: str) -> str:
-    """Return ``name`` in lower case, or raise ValueError listing the valid names."""
+    """Return ``name`` in lower case, or raise UserInputError listing the valid names."""
     if name.lower() not in DATASET_NAMES:
-        raise ValueError(f"unknown dataset {name!r}; valid names are: {', '.join(DATASET_NAMES)}")
+        raise UserInputError(f"unknown dataset {name!r}; valid names are: {', '.join(DATASET_NAMES)}")
     return name.lower()
 
 
@@ -422,10 +423,10 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     name = _check_name(name)
     if name == "synthetic":
         if root is not None:
-            raise ValueError("the synthetic dataset is generated, not read: do not pass root")
+            raise UserInputError("the synthetic dataset is generated, not read: do not pass root")
         return synthetic_dataset(split, **options)
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r} for dataset {name!r}; valid splits are: {', '.join(SPLITS)}")
+        raise UserInputError(f"unknown split {split!r} for dataset {name!r}; valid splits are: {', '.join(SPLITS)}")
     if name == "folder":
         return _load_folder(split, root, **options)
     return _load_registered(name, split, root, **options)
@@ -448,7 +449,7 @@ def _load_registered(name: str, split: str, root: str | Path | None, *, cache: b
 def _load_folder(split: str, root: str | Path | None, *, cache: bool = False,
                  skip_incomplete: bool = False) -> RetinaDataset:
     if root is None:
-        raise ValueError("the folder dataset needs root=, the folder that holds images/ and masks/")
+        raise UserInputError("the folder dataset needs root=, the folder that holds images/ and masks/")
     folder = Path(root).expanduser() if split == "all" else Path(root).expanduser() / split
     if not folder.is_dir():
         raise DatasetError(

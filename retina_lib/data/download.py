@@ -58,6 +58,7 @@ from typing import Optional
 from tqdm.auto import tqdm
 
 from retina_lib.data.datasets import DATASETS, data_root, load_dataset
+from retina_lib.errors import UserInputError
 from retina_lib.data.readers import DatasetError
 from retina_lib.system.files import (FileLock, current_umask, folder_mode, remove_stale_partials, sync_folder,
                                      sync_tree, write_atomically)
@@ -180,7 +181,7 @@ def download(name: str, root: str | Path | None = None, *, urls: Mapping[str, Se
             f"The result must be {data_root(root) / info.folder} holding {info.layout}."
         )
     if name not in SOURCES:
-        raise ValueError(f"cannot download {name!r}; downloadable datasets are: {', '.join(DOWNLOADABLE)}")
+        raise UserInputError(f"cannot download {name!r}; downloadable datasets are: {', '.join(DOWNLOADABLE)}")
     archives = SOURCES[name]
     mirrors = _mirrors(archives, urls)
 

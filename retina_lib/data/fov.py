@@ -48,6 +48,8 @@ def estimate_fov(image: np.ndarray) -> np.ndarray:
 
     Args:
         image: H x W x 3 (or H x W) float array with values in [0, 1].
+
+    Taught in notebook 04, section 10.
     """
     image = np.asarray(image)
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):

@@ -24,11 +24,13 @@ from typing import IO, Optional
 import numpy as np
 from PIL import Image, ImageOps
 
+from retina_lib.errors import UserInputError
+
 # Extensions (lower case, without ``.gz``) that the loaders accept as images or masks.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".bmp")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserInputError):
     """A dataset file or folder is missing, unreadable or inconsistent.
 
     The message always names the path involved and what was expected there.

@@ -32,6 +32,7 @@ from scipy import ndimage
 
 from retina_lib.data.sample import Sample
 from retina_lib.data.transforms import as_height_width
+from retina_lib.errors import UserInputError
 
 # Sizes below are in pixels of a 512 x 512 picture and scale with the picture.
 REFERENCE_SIZE = 512
@@ -106,7 +107,7 @@ class SyntheticFundusDataset(Sequence[Sample]):
     def __init__(self, split: str, n: int, size: int | tuple[int, int], seed: int) -> None:
         _check_split(split)
         if not 0 <= n <= _SPLIT_SEED_OFFSETS["test"]:
-            raise ValueError(f"n must be between 0 and {_SPLIT_SEED_OFFSETS['test']}, got {n!r}")
+            raise UserInputError(f"n must be between 0 and {_SPLIT_SEED_OFFSETS['test']}, got {n!r}")
         self.split = split
         self.size = _picture_shape(size)
         self.seed = seed
@@ -173,7 +174,7 @@ def _picture_shape(size: int | tuple[int, int]) -> tuple[int, int]:
     """(height, width) of the picture to draw, refusing pictures too small to hold a fundus."""
     height, width = as_height_width(size)
     if min(height, width) < 32:
-        raise ValueError(f"size must be at least 32 pixels each way, got {size!r}")
+        raise UserInputError(f"size must be at least 32 pixels each way, got {size!r}")
     return height, width
 
 

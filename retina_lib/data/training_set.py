@@ -55,6 +55,8 @@ class SegmentationDataset(Dataset):
         samples_per_epoch: items per epoch; item ``i`` comes from picture
             ``i % len(samples)``. By default one per picture.
         seed: seeds every random crop and augmentation.
+
+    Taught in notebook 03, section 1.
     """
 
     def __init__(

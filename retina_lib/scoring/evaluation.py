@@ -1,6 +1,6 @@
 """Score a trained network on a test split the way the literature does.
 
-The conventions (see REFERENCE.md), and how :func:`evaluate` follows them:
+The conventions (notebook 04, sections 2 and 4, shows them at work), and how :func:`score_network` follows them:
 
 * **Native resolution, inside the field of view.** Every test image is
   predicted at its own size (:func:`retina_lib.scoring.inference.predict`) and only
@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from retina_lib.baselines import frangi_vesselness
 from retina_lib.data.sample import Sample
+from retina_lib.errors import UserInputError
 from retina_lib.scoring.inference import predict
 from retina_lib.metrics import (
     METRIC_NAMES,
@@ -56,15 +57,18 @@ from retina_lib.metrics import (
 SECOND_OBSERVER_THRESHOLD = 0.5
 
 
-def rounded_scores(prob: np.ndarray) -> np.ndarray:
-    """``prob`` rounded to float16 (and back to float32): the map that is scored (see module docstring)."""
-    return np.asarray(prob).astype(np.float16).astype(np.float32)
+def rounded_scores(probability: np.ndarray) -> np.ndarray:
+    """``probability`` rounded to float16 (and back to float32): the map that is scored (see module docstring).
+
+    Taught in notebook 04, section 4.
+    """
+    return np.asarray(probability).astype(np.float16).astype(np.float32)
 
 
 def _check_labelled(sample: Sample, where: str) -> None:
     """Refuse a sample without a vessel label, naming it: it cannot be scored."""
     if sample.label is None:
-        raise ValueError(f"{where}: sample {sample.name!r} has no vessel label, so it cannot be "
+        raise UserInputError(f"{where}: sample {sample.name!r} has no vessel label, so it cannot be "
                          f"scored (e.g. DRIVE's test.zip from grand-challenge ships no 1st_manual)")
 
 
@@ -80,10 +84,10 @@ class Scorecard:
         self.counts = ConfusionCounts(0, 0, 0, 0)
         self.histogram: Optional[ScoreHistogram] = None
 
-    def add(self, sample: Sample, prob: np.ndarray) -> None:
+    def add(self, sample: Sample, probability: np.ndarray) -> None:
         """Score one map of ``sample`` (probabilities, or a bool mask) inside its FOV."""
-        counts = confusion_counts(prob, sample.label, sample.fov, self.threshold)
-        histogram = score_histogram(prob, sample.label, sample.fov)
+        counts = confusion_counts(probability, sample.label, sample.fov, self.threshold)
+        histogram = score_histogram(probability, sample.label, sample.fov)
         scores = image_metrics(counts, histogram, self.threshold, sample.name)
         self.per_image.append({"name": sample.name, **scores})
         self.counts = self.counts + counts
@@ -124,8 +128,8 @@ def _predict_sample(model: nn.Module, sample: Sample, tta: bool) -> np.ndarray:
     """:func:`predict` for one sample; an image it cannot take (too small, say) is named in the error."""
     try:
         return predict(model, sample.image, tta=tta)
-    except ValueError as error:
-        raise ValueError(f"sample {sample.name!r}: {error}") from error
+    except UserInputError as error:
+        raise UserInputError(f"sample {sample.name!r}: {error}") from error
 
 
 def _check_threshold(threshold: float) -> float:
@@ -158,15 +162,15 @@ def choose_thresholds(
             maps["model"] = _predict_sample(model, sample, tta)
         if frangi:
             maps["frangi"] = frangi_vesselness(sample.image, sample.fov)
-        for name, prob in maps.items():
-            histogram = score_histogram(rounded_scores(prob), sample.label, sample.fov)
+        for name, probability in maps.items():
+            histogram = score_histogram(rounded_scores(probability), sample.label, sample.fov)
             histograms[name] = histogram + histograms[name] if name in histograms else histogram
     if not histograms:
         raise ValueError("choose_thresholds: train_samples is empty (or nothing was asked for)")
     return {name: best_f1_threshold(histogram)[0] for name, histogram in histograms.items()}
 
 
-def evaluate(
+def score_network(
     model: nn.Module,
     test_samples: Sequence[Sample],
     *,
@@ -208,13 +212,15 @@ def evaluate(
         :func:`image_metrics`) and ``n_images``. Where computed,
         ``second_observer`` and ``frangi`` hold dicts of the same form.
         With ``return_probabilities``, ``probabilities`` (a list of arrays).
+
+    Taught in notebook 04, section 2.
     """
     if threshold is None and train_samples is None:
-        raise ValueError("evaluate needs train_samples (to choose the threshold that maximises F1 on "
+        raise ValueError("score_network needs train_samples (to choose the threshold that maximises F1 on "
                          "training data) or an explicit threshold=...; choosing it on the test labels "
                          "would inflate the test scores, and 0.5 is rarely the best cut")
     if len(test_samples) == 0:
-        raise ValueError("test_samples is empty: there is nothing to evaluate")
+        raise UserInputError("test_samples is empty: there is nothing to evaluate")
     with_frangi = with_baselines and train_samples is not None
 
     thresholds = {} if threshold is None else {"model": _check_threshold(threshold)}
@@ -230,10 +236,10 @@ def evaluate(
     probabilities = []
     for sample in tqdm(test_samples, desc="evaluating on test", disable=not progress):
         _check_labelled(sample, "test_samples")
-        prob = _predict_sample(model, sample, tta)
-        model_card.add(sample, rounded_scores(prob))
+        probability = _predict_sample(model, sample, tta)
+        model_card.add(sample, rounded_scores(probability))
         if return_probabilities:
-            probabilities.append(prob)
+            probabilities.append(probability)
         if frangi_card is not None:
             frangi_card.add(sample, rounded_scores(frangi_vesselness(sample.image, sample.fov)))
         if observer_card is not None and sample.second_label is not None:
@@ -257,10 +263,12 @@ _COLUMNS = {"f1": "F1", "iou": "IoU", "accuracy": "Acc", "sensitivity": "Se", "s
 
 
 def format_table(results: dict[str, Any], model_name: str = "LinkNet") -> str:
-    """The pooled scores of :func:`evaluate` as a plain-text table, one row per method.
+    """The pooled scores of :func:`score_network` as a plain-text table, one row per method.
 
     Rows: the model, then the second observer and Frangi where present.
     The second observer's threshold is shown as "-": its map is already binary.
+
+    Taught in notebook 04, section 2.
     """
     rows = [("model", model_name, results)] + [
         (key, label, results[key]) for key, label in REFERENCE_ROWS.items() if key in results

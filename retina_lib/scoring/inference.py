@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 
 from retina_lib.data.sample import Sample
 from retina_lib.data.transforms import as_float_rgb
+from retina_lib.errors import UserInputError
 from retina_lib.model import SIZE_MULTIPLE, probabilities
 from retina_lib.system.hardware import model_device
 
@@ -85,7 +86,7 @@ def _image_tensor(image: ImageLike) -> Tensor:
     tensor = torch.from_numpy(np.ascontiguousarray(as_float_rgb(image)))
     height, width = tensor.shape[:2]
     if min(height, width) < SIZE_MULTIPLE:
-        raise ValueError(f"image must be at least {SIZE_MULTIPLE} x {SIZE_MULTIPLE} pixels, "
+        raise UserInputError(f"image must be at least {SIZE_MULTIPLE} x {SIZE_MULTIPLE} pixels, "
                          f"got {height} x {width}")
     return tensor.permute(2, 0, 1)
 
@@ -134,9 +135,9 @@ def _predict_piece(model: nn.Module, piece: Tensor, tta: bool) -> Tensor:
     total = torch.zeros(piece.shape[1:], device=piece.device)
     for dims in TTA_FLIPS:
         flipped = torch.flip(batch, dims) if dims else batch
-        prob = _vessel_probability(model, flipped)
-        # Undo the flip; the (N, C) dims of the batch are gone from prob.
-        total += torch.flip(prob, [d - 2 for d in dims]) if dims else prob
+        probability = _vessel_probability(model, flipped)
+        # Undo the flip; the (N, C) dims of the batch are gone from probability.
+        total += torch.flip(probability, [d - 2 for d in dims]) if dims else probability
     return total / len(TTA_FLIPS)
 
 
@@ -217,9 +218,9 @@ def _predict_tiled(model: nn.Module, image: Tensor, tile_size: int, overlap: int
             right = min(left + tile_size, width)
             column_weights = blend_ramp(right - left, overlap, rise=left > 0, fall=right < width)
             tile = image[:, top:bottom, left:right].to(device)
-            prob = _predict_piece(model, tile, tta).cpu().numpy()
+            probability = _predict_piece(model, tile, tta).cpu().numpy()
             weights = np.outer(row_weights, column_weights)
-            weighted_sum[top:bottom, left:right] += weights * prob
+            weighted_sum[top:bottom, left:right] += weights * probability
             weight_sum[top:bottom, left:right] += weights
     return weighted_sum / weight_sum
 
@@ -261,6 +262,8 @@ def predict(
 
     Raises ValueError if the network's output is NaN or infinite anywhere
     (a diverged network), rather than returning a map that looks empty.
+
+    Taught in notebook 01, section 10.
     """
     compute_device = _check_device(model, device)
     tensor = _image_tensor(image)
@@ -278,20 +281,20 @@ def predict(
     try:
         with torch.inference_mode():
             if in_one_piece:
-                prob = _predict_piece(model, tensor.to(compute_device), tta).cpu().numpy()
+                probability = _predict_piece(model, tensor.to(compute_device), tta).cpu().numpy()
             else:
-                prob = _predict_tiled(model, tensor, tile_size, overlap, tta, compute_device)
+                probability = _predict_tiled(model, tensor, tile_size, overlap, tta, compute_device)
     finally:
         model.train(was_training)
-    _check_finite(prob)
-    return prob.astype(np.float32, copy=False)
+    _check_finite(probability)
+    return probability.astype(np.float32, copy=False)
 
 
-def _check_finite(prob: np.ndarray) -> None:
+def _check_finite(probability: np.ndarray) -> None:
     """Refuse a map with NaN or infinite values: thresholded, it would silently say "no vessel" there."""
-    broken = int(np.count_nonzero(~np.isfinite(prob)))
+    broken = int(np.count_nonzero(~np.isfinite(probability)))
     if broken:
-        raise ValueError(f"the network's output is NaN or infinite for {broken} of {prob.size} pixels: its "
+        raise UserInputError(f"the network's output is NaN or infinite for {broken} of {probability.size} pixels: its "
                          f"weights (or the image) hold NaN or infinite values, so there is no prediction to give")
 
 
@@ -306,8 +309,10 @@ def predict_samples(
     """:func:`predict` for every sample, in order, with a progress bar.
 
     Keeps all maps in memory (about 4 bytes per pixel): fine for a notebook's
-    plots of DRIVE or CHASE_DB1. :func:`retina_lib.scoring.evaluation.evaluate` does
+    plots of DRIVE or CHASE_DB1. :func:`retina_lib.scoring.evaluation.score_network` does
     not use this; it scores each map as soon as it is made.
+
+    Taught in notebook 03, section 4.
     """
     return [predict(model, sample.image, tta=tta, tile_size=tile_size)
             for sample in tqdm(samples, desc="predicting", disable=not progress)]

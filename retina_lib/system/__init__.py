@@ -1,4 +1,4 @@
-"""Machinery every layer shares: the hardware a run uses, and how files are written.
+"""Machinery every layer shares: the hardware a run uses.
 
 * :mod:`~retina_lib.system.hardware` - the device, seeds, mixed precision and memory format
 * :mod:`~retina_lib.system.files` - how every file is written: whole, never over what the user owns

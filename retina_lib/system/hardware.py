@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from retina_lib.errors import UserInputError
+
 #: Mixed-precision settings: "auto" picks with :func:`default_amp`.
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 
@@ -39,16 +41,19 @@ def pick_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise ValueError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'mps'") from error
+        raise UserInputError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'mps'") from error
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for, but PyTorch sees no CUDA GPU")
+        raise UserInputError(f"device {name!r} was asked for, but PyTorch sees no CUDA GPU")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r} was asked for, but Apple MPS is not available")
+        raise UserInputError(f"device {name!r} was asked for, but Apple MPS is not available")
     return device
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch (CPU and all GPUs) in one call."""
+    """Seed Python, NumPy and PyTorch (CPU and all GPUs) in one call.
+
+    Taught in notebook 03, section 2.
+    """
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
     np.random.seed(seed)

@@ -1,7 +1,7 @@
 """The machinery that runs and records training; the notebooks teach the loop, this keeps it safe.
 
-* :mod:`~retina_lib.training.config` - :class:`TrainConfig`, one recipe's settings
-* :mod:`~retina_lib.training.trainer` - :func:`fit`: epochs, validation, the best weights
+* :mod:`~retina_lib.training.trainer` - :func:`fit`: epochs, validation, the best weights;
+  :class:`TrainConfig`, one recipe's settings
 * :mod:`~retina_lib.training.batch_sources` - what ``fit`` iterates over
 * :mod:`~retina_lib.training.resident_batches` - batches cut from images kept in memory (GPU or CPU)
 * :mod:`~retina_lib.training.run_folder` - one run per folder, files written whole

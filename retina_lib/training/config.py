@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from retina_lib.epoch_loop import LOSS_CHOICES
+from retina_lib.errors import UserInputError
 
 #: Learning-rate schedules a recipe may use: None keeps the rate constant.
 SCHEDULE_CHOICES = (None, "cosine")
@@ -82,21 +83,21 @@ class TrainConfig:
     def check(self) -> None:
         """Refuse impossible settings with a message naming the field, before any work starts."""
         if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+            raise UserInputError(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+            raise UserInputError(f"batch_size must be at least 1, got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+            raise UserInputError(f"lr must be a positive finite number, got {self.lr}")
         if self.loss not in LOSS_CHOICES:
-            raise ValueError(f"loss must be one of {', '.join(LOSS_CHOICES)}; got {self.loss!r}")
+            raise UserInputError(f"loss must be one of {', '.join(LOSS_CHOICES)}; got {self.loss!r}")
         if self.schedule not in SCHEDULE_CHOICES:
-            raise ValueError(f"schedule must be None or 'cosine', got {self.schedule!r}")
+            raise UserInputError(f"schedule must be None or 'cosine', got {self.schedule!r}")
         if self.mode not in MODE_CHOICES:
-            raise ValueError(f"mode must be one of {', '.join(MODE_CHOICES)}; got {self.mode!r}")
+            raise UserInputError(f"mode must be one of {', '.join(MODE_CHOICES)}; got {self.mode!r}")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
-            raise ValueError(f"samples_per_epoch must be at least 1 or None, got {self.samples_per_epoch}")
+            raise UserInputError(f"samples_per_epoch must be at least 1 or None, got {self.samples_per_epoch}")
         if self.val_count < 0:
-            raise ValueError(f"val_count must be 0 or more, got {self.val_count}")
+            raise UserInputError(f"val_count must be 0 or more, got {self.val_count}")
 
     def settings(self) -> dict[str, Any]:
         """Every field as a plain dict, for the run record in ``checkpoint.pth``."""

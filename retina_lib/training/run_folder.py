@@ -33,6 +33,7 @@ import matplotlib.pyplot as plt
 
 from retina_lib import plotter
 from retina_lib.system.files import FileLock, remove_stale_partials, write_atomically
+from retina_lib.errors import UserInputError
 
 BEST_WEIGHTS_FILE = "linknet.pth"
 CHECKPOINT_FILE = "checkpoint.pth"
@@ -44,7 +45,7 @@ RUN_FILES = (BEST_WEIGHTS_FILE, CHECKPOINT_FILE, HISTORY_FILE, CURVES_FILE)
 LOCK_FILE = ".lock"
 
 
-class ResumeError(ValueError):
+class ResumeError(UserInputError):
     """A run cannot be resumed: no checkpoint, a damaged one, or one made with different settings."""
 
 

@@ -64,6 +64,7 @@ from retina_lib.training.checkpoints import RunState, load_checkpoint, run_setti
 from retina_lib.training.config import TrainConfig
 from retina_lib.training.distributed import mean_over_processes, process_rank_and_count, share_buffers
 from retina_lib.training.run_folder import CHECKPOINT_FILE, open_run_folder
+from retina_lib.errors import UserInputError
 
 #: Drawing ``curves.png`` takes about half a second, more than an epoch of a
 #: small dataset on a fast GPU, so it is redrawn at most this often (and
@@ -82,11 +83,13 @@ def split_validation(samples: Sequence[Sample], val_count: int) -> tuple[list[Sa
     has to stay unseen until the final evaluation. Taking the last images
     (rather than random ones) keeps the split the same on every machine.
     ``val_count=0`` means no validation.
+
+    Taught in notebook 03, section 1.
     """
     if val_count < 0:
-        raise ValueError(f"val_count must be 0 or more, got {val_count}")
+        raise UserInputError(f"val_count must be 0 or more, got {val_count}")
     if val_count >= len(samples):
-        raise ValueError(
+        raise UserInputError(
             f"val_count={val_count} leaves no training images: the training split has only "
             f"{len(samples)} image(s); lower val_count (0 disables validation)"
         )

@@ -21,10 +21,11 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from retina_lib.errors import UserInputError
 from retina_lib.model import LinkNet
 
 
-class WeightsError(ValueError):
+class WeightsError(UserInputError):
     """A weights file cannot be loaded into the model; the message says why."""
 
 
@@ -155,6 +156,8 @@ def load_weights(path: str | Path, model: Optional[nn.Module] = None) -> nn.Modu
     belongs to another architecture (the message lists a few missing or
     unexpected keys and shape mismatches), holds weights cast to integers or
     booleans, or is a checkpoint of a format version this library does not read.
+
+    Taught in notebook 03, section 5.
     """
     path = Path(path)
     stored = safe_torch_load(path)

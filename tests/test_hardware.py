@@ -1,11 +1,11 @@
-"""amp="auto" picks the precision the hardware computes natively (GPUs are mocked: none is needed)."""
+"""system/hardware.py: amp="auto" picks the precision the hardware computes natively (GPUs are mocked: none is needed)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from retina_lib.system import hardware
-from retina_lib.system.hardware import default_amp
+from retina_lib.system.hardware import autocast_dtype, cpu_supports_bf16, default_amp
 
 
 def pretend_gpu(monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int]) -> None:
@@ -45,6 +45,59 @@ def test_cpu_default_follows_native_bfloat16(monkeypatch: pytest.MonkeyPatch, na
 def test_other_devices_have_no_default_mixed_precision() -> None:
     assert default_amp("mps") == "off"
     assert default_amp("meta") == "off"
+
+
+def test_amp_choices() -> None:
+    cpu = torch.device("cpu")
+    assert autocast_dtype("off", cpu) is None
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert autocast_dtype("fp16", cpu) is torch.float16
+    assert default_amp("cpu") == ("bf16" if cpu_supports_bf16() else "off")
+    assert default_amp("meta") == "off"
+    with pytest.raises(ValueError, match="amp must be one of auto, off, bf16, fp16; got 'float16'"):
+        autocast_dtype("float16", cpu)
+
+
+# --------------------------------------------------------------------------
+# Device, seeds, the model's device
+# --------------------------------------------------------------------------
+
+def test_pick_device_takes_the_cpu_as_given_and_refuses_a_typo() -> None:
+    from retina_lib.errors import UserInputError
+
+    assert hardware.pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(UserInputError, match="unknown device 'cpuu'"):
+        hardware.pick_device("cpuu")
+
+
+def test_asking_for_a_missing_gpu_is_the_users_mistake(monkeypatch: pytest.MonkeyPatch) -> None:
+    from retina_lib.errors import UserInputError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserInputError, match="PyTorch sees no CUDA GPU"):
+        hardware.pick_device("cuda")
+
+
+def test_seed_everything_repeats_python_numpy_and_torch_draws() -> None:
+    import random
+
+    import numpy as np
+
+    def draws() -> tuple:
+        return random.random(), float(np.random.rand()), torch.rand(1).item()
+
+    hardware.seed_everything(7)
+    first = draws()
+    hardware.seed_everything(7)
+    assert draws() == first
+    hardware.seed_everything(8)
+    assert draws() != first
+
+
+def test_model_device_is_where_the_parameters_are() -> None:
+    assert hardware.model_device(torch.nn.Linear(2, 1)) == torch.device("cpu")
+    assert hardware.model_device(torch.nn.ReLU()) == torch.device("cpu"), "a model without parameters: the CPU"
+    assert hardware.model_device(torch.nn.Linear(2, 1).to("meta")) == torch.device("meta")
 
 
 ZEN4 = frozenset({"avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"})

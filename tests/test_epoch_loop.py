@@ -9,7 +9,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from retina_lib.epoch_loop import CLDICE_WEIGHT, EpochResult, Evaluate, NonFiniteLossError, Train
-from retina_lib.system.hardware import autocast_dtype, cpu_supports_bf16, default_amp
 from retina_lib.losses import BCEDiceLoss, ClDiceLoss, DiceLoss, IoU
 
 
@@ -147,12 +146,3 @@ def test_bf16_mixed_precision_on_cpu_gives_finite_losses() -> None:
     assert math.isfinite(dice_loss) and math.isfinite(iou_loss)
 
 
-def test_amp_choices() -> None:
-    cpu = torch.device("cpu")
-    assert autocast_dtype("off", cpu) is None
-    assert autocast_dtype("bf16", cpu) is torch.bfloat16
-    assert autocast_dtype("fp16", cpu) is torch.float16
-    assert default_amp("cpu") == ("bf16" if cpu_supports_bf16() else "off")
-    assert default_amp("meta") == "off"
-    with pytest.raises(ValueError, match="amp must be one of auto, off, bf16, fp16; got 'float16'"):
-        autocast_dtype("float16", cpu)
