@@ -37,7 +37,7 @@ import torch
 from retina_lib.data import load_dataset
 from retina_lib.model import count_parameters
 from retina_lib.pretrained import CARD_FILE, WEIGHTS_FILE, sha256_of
-from retina_lib.scoring.evaluation import evaluate
+from retina_lib.scoring.evaluation import score_network
 from retina_lib.training.weights import load_weights
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ def score(weights: Path, data_dir: str, tta: bool) -> dict[str, Any]:
     model = load_weights(weights)
     test = load_dataset("chase_db1", "test", root=data_dir)
     train = load_dataset("chase_db1", "train", root=data_dir)
-    return evaluate(model, test, train_samples=train, tta=tta, with_baselines=False)
+    return score_network(model, test, train_samples=train, tta=tta, with_baselines=False)
 
 
 def main() -> None:
@@ -136,7 +136,7 @@ def main() -> None:
     hrf: dict[str, Any] = {}
     if not args.skip_hrf:
         start = time.perf_counter()
-        hrf = evaluate(load_weights(shipped), load_dataset("hrf", "test", root=args.data_dir, skip_incomplete=True),
+        hrf = score_network(load_weights(shipped), load_dataset("hrf", "test", root=args.data_dir, skip_incomplete=True),
                        threshold=threshold, with_baselines=False)
         seconds["hrf"] = round(time.perf_counter() - start, 1)
         text = json.dumps(hrf, indent=2, default=float)

@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from retina_lib.data import SegmentationDataset, synthetic_dataset
 from retina_lib.training.batch_sources import item_count, make_batches, use_resident_data
-from retina_lib.training.resident_batches import DeviceBatches
+from retina_lib.training.resident_batches import ResidentBatches
 
 CPU = torch.device("cpu")
 
@@ -37,7 +37,7 @@ def test_resident_on_a_plain_dataset_is_refused_naming_it() -> None:
 def test_resident_on_the_cpu_serves_device_batches_and_counts_the_epoch() -> None:
     data = small_dataset()
     batches = batches_for(data, training=True, resident=True)
-    assert isinstance(batches, DeviceBatches)
+    assert isinstance(batches, ResidentBatches)
     assert item_count(batches) == batches.samples_per_epoch and item_count(data) == len(data)
 
 

@@ -12,7 +12,7 @@ from retina_lib.training.checkpoints import settings_differences
 from retina_lib.training.run_folder import CHECKPOINT_FILE, ResumeError
 from retina_lib.training.trainer import fit
 from retina_lib.training.weights import CHECKPOINT_FORMAT_VERSION
-from test_training import FAST, blob_images, tiny_net
+from test_training import FAST, blob_images, tiny, tiny_net
 
 
 def damage(checkpoint: dict, how: str) -> object:
@@ -53,11 +53,11 @@ def damage(checkpoint: dict, how: str) -> object:
     ("bad rng state", "optimizer, schedule or random states do not fit"),
 ])
 def test_hand_made_checkpoints_raise_the_resume_error(tmp_path: Path, how: str, message: str) -> None:
-    fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+    fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=tmp_path, **FAST)
     checkpoint = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
     torch.save(damage(checkpoint, how), tmp_path / CHECKPOINT_FILE)
     with pytest.raises(ResumeError, match=message):
-        fit(tiny_net(), blob_images(2), epochs=2, out_dir=tmp_path, resume=True, **FAST)
+        fit(tiny_net(), blob_images(2), config=tiny(2), out_dir=tmp_path, resume=True, **FAST)
 
 
 def test_settings_differences() -> None:
@@ -113,7 +113,7 @@ def test_checkpoint_problems_names_what_is_missing_or_mistyped(tmp_path: Path) -
     from retina_lib.training.checkpoints import checkpoint_problems
 
     assert checkpoint_problems([1, 2]) == ["it holds a list, not a dict"]
-    fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+    fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=tmp_path, **FAST)
     written = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
     assert checkpoint_problems(written) == [], "what fit writes is well formed"
     assert "'epoch' is a bool" in checkpoint_problems({**written, "epoch": True})
@@ -125,7 +125,7 @@ def test_checkpoint_problems_names_what_is_missing_or_mistyped(tmp_path: Path) -
 def trained_run(tmp_path_factory) -> Path:
     """A run folder after one epoch of the tiny network: its checkpoint.pth is genuine."""
     run_dir = tmp_path_factory.mktemp("run") / "run"
-    fit(tiny_net(), blob_images(2), epochs=1, out_dir=run_dir, **FAST)
+    fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=run_dir, **FAST)
     return run_dir
 
 
@@ -140,7 +140,7 @@ def changed_run(trained_run: Path, tmp_path: Path, change) -> Path:
 
 
 def resume(run_dir: Path, model: torch.nn.Module | None = None) -> dict:
-    return fit(model or tiny_net(), blob_images(2), epochs=2, out_dir=run_dir, resume=True, **FAST)
+    return fit(model or tiny_net(), blob_images(2), config=tiny(2), out_dir=run_dir, resume=True, **FAST)
 
 
 def test_a_checkpoint_records_its_format_version(trained_run: Path) -> None:

@@ -15,7 +15,7 @@ from retina_lib import pretrained
 from retina_lib.cli import main as cli_main
 from retina_lib.data import load_dataset
 from retina_lib.model import LinkNet, count_parameters
-from retina_lib.scoring.evaluation import evaluate
+from retina_lib.scoring.evaluation import score_network
 from retina_lib.training.weights import WeightsError
 
 CARD = pretrained.load_card()
@@ -145,7 +145,7 @@ def real_chase_db1():
 def test_the_shipped_file_reproduces_its_card_on_chase_db1(shipped) -> None:
     model, card = shipped
     train, test = real_chase_db1()
-    results = evaluate(model, test, train_samples=train, with_baselines=False, progress=False)
+    results = score_network(model, test, train_samples=train, with_baselines=False, progress=False)
     assert results["threshold"] == pytest.approx(card["threshold"], abs=2e-3)
     for score in ("f1", "auc_roc", "sensitivity", "specificity"):
         assert results[score] == pytest.approx(card["test"][score], abs=SCORE_TOLERANCE), score

@@ -275,7 +275,7 @@ def test_case_3_the_lock_never_follows_a_symlink(tmp_path: Path) -> None:
     (tmp_path / "lockdir").mkdir()
     (tmp_path / "lockdir" / LOCK_FILE).symlink_to("../precious.txt")
     with pytest.raises(OSError, match="symbolic link"):
-        fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path / "lockdir", **FAST)
+        fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=tmp_path / "lockdir", **FAST)
     assert (tmp_path / "precious.txt").read_text() == "mine"
     assert (tmp_path / "lockdir" / LOCK_FILE).is_symlink(), "the link is left for its owner to look at"
 
@@ -283,7 +283,7 @@ def test_case_3_the_lock_never_follows_a_symlink(tmp_path: Path) -> None:
 def test_case_3_a_lock_file_the_library_did_not_write_is_kept(tmp_path: Path) -> None:
     (tmp_path / LOCK_FILE).write_text("notes of another program")
     with pytest.raises(OSError, match="not written by retina_lib"):
-        fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+        fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=tmp_path, **FAST)
     assert (tmp_path / LOCK_FILE).read_text() == "notes of another program"
 
 
@@ -302,10 +302,10 @@ def test_case_6_a_full_disk_at_the_first_checkpoint_says_so_and_the_run_can_star
 
     monkeypatch.setattr(torch, "save", save)
     with pytest.raises(OSError, match=r"no space left on the disk to write .*checkpoint.pth \(\d+ MB free"):
-        fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+        fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=tmp_path, **FAST)
     monkeypatch.setattr(torch, "save", real_save)
     assert sorted(path.name for path in tmp_path.iterdir()) == [], "no run file, no temporary file: not stuck"
-    fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)  # space freed: it starts again
+    fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=tmp_path, **FAST)  # space freed: it starts again
     assert (tmp_path / CHECKPOINT_FILE).is_file() and (tmp_path / BEST_WEIGHTS_FILE).is_file()
 
 
@@ -314,7 +314,7 @@ def test_case_6_a_kill_during_the_first_checkpoint_leaves_a_run_that_starts_agai
     """What ``kill -9`` while the first checkpoint is written leaves: its temporary file (81 MB for LinkNet)."""
     stale = tmp_path / f".{CHECKPOINT_FILE}.k9x2ab7q.partial"
     stale.write_bytes(b"half a checkpoint")
-    fit(tiny_net(), blob_images(2), epochs=1, out_dir=tmp_path, **FAST)
+    fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=tmp_path, **FAST)
     assert not stale.exists(), "a killed writer's temporary file is deleted when the folder is next opened"
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
         [BEST_WEIGHTS_FILE, CHECKPOINT_FILE, HISTORY_FILE, "curves.png"])

@@ -18,7 +18,7 @@ from retina_lib.training.run_folder import CHECKPOINT_FILE, ResumeError
 from retina_lib.training.trainer import fit
 from retina_lib.training.weights import CHECKPOINT_FORMAT_VERSION, WeightsError, load_weights
 from test_cli import SYNTHETIC, assert_one_line_error, photo, run
-from test_training import FAST, blob_images, tiny_net
+from test_training import FAST, blob_images, tiny, tiny_net
 
 
 class CreatesFile:
@@ -64,8 +64,8 @@ def test_a_malicious_pickle_runs_no_code_through_any_loading_path(tmp_path: Path
     run_dir.mkdir()
     (run_dir / CHECKPOINT_FILE).write_bytes(evil.read_bytes())
     with pytest.raises(ResumeError, match="refused"):
-        fit(tiny_net(), blob_images(2), epochs=1, out_dir=run_dir, resume=True, **FAST)
-    status, _, err = run(capsys, "train", *SYNTHETIC, "--epochs", "1", "--resize", "64", "--val-count", "1",
+        fit(tiny_net(), blob_images(2), config=tiny(1), out_dir=run_dir, resume=True, **FAST)
+    status, _, err = run(capsys, "train", *SYNTHETIC, "--epochs", "1", "--preset", "original", "--mode", "resize", "--size", "64", "--val-count", "1",
                          "--device", "cpu", "--out", str(run_dir), "--resume")
     assert_one_line_error(status, err, "refused")
     assert not marker.exists(), "the hidden code ran"
