@@ -47,11 +47,19 @@ class CourseSetup:
     seed: int
 
 
-def setup(seed: int = 0, device: str = "auto") -> CourseSetup:
-    """Seed everything, pick the device, and say both out loud."""
+def setup(seed: int = 0, device: str = "auto", smoke: Optional[bool] = None) -> CourseSetup:
+    """Seed everything, pick the device and the mode, and say all three out loud.
+
+    ``smoke`` is the learner's choice from the notebook's first cell: True for
+    smoke mode, False for full mode, None to follow ``RETINA_SMOKE`` (see
+    :func:`smoke_mode`), which is how the test harness runs every notebook in
+    smoke mode without editing it. A learner never needs an environment variable.
+    """
+    if smoke is not None and not isinstance(smoke, bool):
+        raise TypeError(f"SMOKE must be True, False or None, got {smoke!r}")
     seed_everything(seed)
     chosen = pick_device(device)
-    smoke = smoke_mode()
+    smoke = smoke_mode() if smoke is None else smoke
     mode = "SMOKE mode: small and fast, numbers are not meaningful" if smoke else "full mode"
     print(f"device: {chosen} | {mode} | seed: {seed} | torch {torch.__version__}")
     return CourseSetup(device=chosen, smoke=smoke, seed=seed)

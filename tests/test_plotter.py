@@ -399,3 +399,40 @@ def test_browse_predictions_pages_through_samples():
     assert browser.result.get_suptitle().startswith("image 1")
     with pytest.raises(ValueError, match="samples has 2 entries but probs has 1"):
         widgets.browse_predictions(samples, [first["prob"]])
+
+
+# The architecture diagram of notebook 01 --------------------------------------
+
+
+def _linknet_shapes(size: int):
+    from retina_lib.model import LinkNet
+    from retina_lib.model_stats import LINKNET_STAGES, on_meta, record_shapes
+
+    return record_shapes(on_meta(LinkNet), LINKNET_STAGES, size)
+
+
+def test_linknet_diagram_shows_every_stage_with_its_recorded_shape(tmp_path):
+    fig = plotter.plot_linknet_diagram(_linknet_shapes(512), 512, save_to=tmp_path / "diagram.png")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    texts = [text.get_text() for text in ax.texts]
+    boxes = [text for text in texts if "\n" in text]
+    assert len(boxes) == 14  # the input, 6 encoder-side stages, 7 decoder-side stages
+    assert "input image\n3 x 512 x 512" in boxes
+    assert "encoder4, /2\n512 x 16 x 16" in boxes
+    assert "decoder1\n64 x 128 x 128" in boxes
+    assert "full-conv 2x2, x2: logits\n1 x 512 x 512" in boxes
+    assert texts.count("+") == 4  # one addition per link, encoders 1 to 4
+    assert (tmp_path / "diagram.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_linknet_diagram_follows_the_input_size():
+    boxes = [text.get_text() for text in plotter.plot_linknet_diagram(_linknet_shapes(256), 256).axes[0].texts]
+    assert "encoder4, /2\n512 x 8 x 8" in boxes and "input image\n3 x 256 x 256" in boxes
+
+
+def test_linknet_diagram_names_the_stages_it_lacks():
+    shapes = _linknet_shapes(256)
+    del shapes["decoder2"], shapes["pool"]
+    with pytest.raises(ValueError, match=r"lacks the stages \['pool', 'decoder2'\]"):
+        plotter.plot_linknet_diagram(shapes, 256)
