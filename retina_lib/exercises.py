@@ -48,7 +48,7 @@ def check_number(answer: float, expected: float, tolerance: float, what: str, hi
         value = float(answer)
     except (TypeError, ValueError):
         return verdict(False, f"{what}: expected a number, got {answer!r}", hint)
-    correct = math.isfinite(value) and abs(value - expected) <= tolerance
+    correct = bool(math.isfinite(value) and abs(value - expected) <= tolerance)  # a plain bool, also for numpy input
     return verdict(correct, f"{what} = {value:g}", hint)
 
 

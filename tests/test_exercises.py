@@ -207,3 +207,77 @@ def test_weakest_width_class_accepts_the_name_or_its_first_word():
     assert check_weakest_width_class("thin (1-3 px)", analysis, "net")
     assert check_weakest_width_class(" Thin ", analysis, "net")
     assert not check_weakest_width_class("medium", analysis, "net")
+
+
+# Every numeric check: the right answer (as the solution or a printout gives it) passes, and the
+# nearest wrong answer the exercise invites fails. ----------------------------------------------
+
+
+@pytest.mark.parametrize("answer, right", [
+    (211, True),
+    (227, False),  # 99 + 2 x 16 + 3 x 32: the strided convolution widened with the new stride
+    (163, False),  # 99 + 2 x 8 + 3 x (2 x 8): the stride never doubled
+    (195, False),  # 99 + 2 x 16 + 3 x (2 x 16) - 32: one convolution too few
+    (243, False),  # encoder 4's first step
+])
+def test_receptive_field_check_separates_the_nearest_wrong_answers(answer, right):
+    assert check_receptive_field(answer, "encoder3") is right
+
+
+@pytest.mark.parametrize("answer, right", [
+    (20.11, True), (20.1, True),
+    (21.45, False),  # the 512 x 512 count of section 5
+    (21.2, False),   # the paper's figure
+    (18.85, False),  # 360 x 640 without the padding
+    (10.05, False),  # multiply-adds instead of FLOPs
+])
+def test_paper_size_flops_check_separates_the_nearest_wrong_answers(answer, right):
+    assert check_gflops_at_paper_size(answer) is right
+
+
+@pytest.mark.parametrize("answer, right", [
+    (7.76, True), (7.763, True),
+    (7.8, False),      # rounded too far for a count the exercise asks to two decimals
+    (31.04 / 4, True), # a quarter of the full U-Net is the right reasoning (7.76)
+    (31.04, False),    # the full U-Net
+    (11.53, False),    # LinkNet
+    (7763041, False),  # not in millions
+])
+def test_unet_width32_check_separates_the_nearest_wrong_answers(answer, right):
+    assert check_unet_width32_parameters(answer) is right
+
+
+@pytest.mark.parametrize("dice, iou, right", [
+    (10 / 13, 5 / 8, True), (0.7692, 0.625, True),
+    (8 / 13, 4 / 9, False),    # the false alarm's scores, not the found pixel's
+    (2 / 3, 0.5, False),       # the scores before the change
+    (10 / 13, 10 / 13, False), # Dice typed for IoU
+])
+def test_pixel_change_check_separates_the_nearest_wrong_answers(dice, iou, right):
+    found = PREDICTION.copy()
+    found[0, 2] = 1
+    assert check_pixel_change(found, PREDICTION, TARGET, dice=dice, iou=iou) is right
+
+
+@pytest.mark.parametrize("answer, right", [
+    (0.1216, True), (0.12, True),
+    (0.9 ** 19, False), (0.9 ** 21, False),  # one step too few or too many
+    (0.1 ** 20, False),                      # momentum kept instead of 1 - momentum
+])
+def test_running_average_share_check_separates_the_nearest_wrong_answers(answer, right):
+    assert check_running_average_share(answer, steps=20) is right
+
+
+@pytest.mark.parametrize("answer, right", [(44, True), (43, False), (45, False)])
+def test_steps_to_forget_check_separates_the_neighbours(answer, right):
+    assert check_steps_to_forget(answer, share=0.01) is right
+
+
+@pytest.mark.parametrize("answer, right", [
+    (0.4, True),
+    (2 * 10 / 40, False),  # |A and B| / |B| doubled: the FOV's size counted once
+    (10 / 40, False),      # the label's share of the FOV
+    (1.0, False),          # an empty network against the FOV
+])
+def test_dice_against_fov_check_separates_the_nearest_wrong_answers(answer, right):
+    assert check_dice_against_fov(answer, small_sample()) is right
