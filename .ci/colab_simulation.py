@@ -4,8 +4,9 @@
 
 On Colab each notebook opens in a runtime of its own: an empty ``/content``,
 no repository around it, Colab's own packages (ipywidgets 7.7.1 among them)
-and a ``google.colab`` module already imported. The notebook's first code
-cell then installs retina_lib with ``pip install --no-deps "git+<address>"``.
+and a ``google.colab`` module already imported. The notebook's install cell
+(the code cell after the one choosing ``SMOKE``) then installs retina_lib with
+``pip install --no-deps "git+<address>"``.
 This script rebuilds that situation for each notebook in turn:
 
 * the kernel runs the Python of ``--colab-python``: a virtual environment

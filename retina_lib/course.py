@@ -77,11 +77,19 @@ def course_threads(smoke: bool) -> int:
     return 1 if smoke else DEFAULT_THREADS
 
 
-def setup(seed: int = 0, device: str = "auto") -> CourseSetup:
-    """Seed everything, pick the device and the CPU thread count (:func:`course_threads`), and say them out loud."""
+def setup(seed: int = 0, device: str = "auto", smoke: Optional[bool] = None) -> CourseSetup:
+    """Seed everything, pick the device, the mode and the CPU thread count (:func:`course_threads`), and say them out loud.
+
+    ``smoke`` is the learner's choice from the notebook's first cell: True for
+    smoke mode, False for full mode, None to follow ``RETINA_SMOKE`` (see
+    :func:`smoke_mode`), which is how the test harness runs every notebook in
+    smoke mode without editing it. A learner never needs an environment variable.
+    """
+    if smoke is not None and not isinstance(smoke, bool):
+        raise TypeError(f"SMOKE must be True, False or None, got {smoke!r}")
     seed_everything(seed)
     chosen = pick_device(device)
-    smoke = smoke_mode()
+    smoke = smoke_mode() if smoke is None else smoke
     threads = course_threads(smoke)
     torch.set_num_threads(threads)
     mode = "SMOKE mode: small and fast, numbers are not meaningful" if smoke else "full mode"

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.patches import FancyBboxPatch, Patch
 from matplotlib.ticker import MaxNLocator
 from skimage.color import rgb2gray
 
@@ -445,4 +445,77 @@ def plot_roc_pr(
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="lower right" if ax is roc_ax else "lower left")
     fig.suptitle("ROC and precision-recall curves (pixels inside the FOV)")
+    return save_figure(fig, save_to)
+
+
+# --------------------------------------------------------------------------
+# The architecture diagram of notebook 01
+# --------------------------------------------------------------------------
+
+#: The left column of the diagram, top to bottom: (box title, stage whose output the box shows).
+#: None stands for the input image itself.
+LINKNET_ENCODER_COLUMN = [("input image", None), ("initial: conv 7x7, /2", "initial"),
+                          ("max-pool 3x3, /2", "pool"), ("encoder1", "encoder1"), ("encoder2, /2", "encoder2"),
+                          ("encoder3, /2", "encoder3"), ("encoder4, /2", "encoder4")]
+#: The right column, top to bottom: the data flows up it, from decoder4 to the logits.
+LINKNET_DECODER_COLUMN = [("full-conv 2x2, x2: logits", "classifier"), ("conv 3x3", "final_conv"),
+                          ("full-conv 3x3, x2", "final_upsample"), ("decoder1", "decoder1"),
+                          ("decoder2, x2", "decoder2"), ("decoder3, x2", "decoder3"), ("decoder4, x2", "decoder4")]
+_DIAGRAM_FILL = {"encoder": "#c6dbef", "decoder": "#fdd0a2", "other": "#e0e0e0"}
+_BOX_WIDTH, _BOX_HEIGHT = 2.6, 0.55
+
+
+def plot_linknet_diagram(shapes: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]], input_size: int,
+                         save_to: str | Path | None = None) -> Figure:
+    """LinkNet as two columns of boxes, the encoder going down and the decoder coming up.
+
+    ``shapes`` maps each stage to its (input shape, output shape), as
+    :func:`retina_lib.model_stats.record_shapes` returns them for a square
+    ``input_size`` image; every box shows its stage's output as channels x
+    height x width. The dashed red arrows are the links: the input of encoder k
+    carried across and added (the circled +) to the output of decoder k. Drawing
+    from recorded shapes, not typed ones, means the picture cannot disagree with
+    the model.
+    """
+    stages = [stage for _, stage in LINKNET_ENCODER_COLUMN + LINKNET_DECODER_COLUMN if stage is not None]
+    missing = [stage for stage in stages if stage not in shapes]
+    if missing:
+        raise ValueError(f"shapes lacks the stages {missing}: record them with "
+                         "record_shapes(model, LINKNET_STAGES, input_size)")
+
+    def label(title: str, stage: str | None) -> str:
+        _, channels, height, width = shapes[stage][1] if stage else (1, 3, input_size, input_size)
+        return f"{title}\n{channels} x {height} x {width}"
+
+    left_x, right_x = 0.0, 4.0
+    fig, ax = plt.subplots(figsize=(8.5, 7.5))
+    # Row r of each column is drawn at height -r.
+    for x, column, downwards in ((left_x, LINKNET_ENCODER_COLUMN, True), (right_x, LINKNET_DECODER_COLUMN, False)):
+        for row, (title, stage) in enumerate(column):
+            kind = "encoder" if "encoder" in title else "decoder" if "decoder" in title else "other"
+            ax.add_patch(FancyBboxPatch((x - _BOX_WIDTH / 2, -row - _BOX_HEIGHT / 2), _BOX_WIDTH, _BOX_HEIGHT,
+                                        boxstyle="round,pad=0.03", facecolor=_DIAGRAM_FILL[kind],
+                                        edgecolor="black"))
+            ax.text(x, -row, label(title, stage), ha="center", va="center", fontsize=9)
+            if row > 0:  # the arrow between this box and the one above it, in the direction of the data
+                top, bottom = -row + 1 - _BOX_HEIGHT / 2 - 0.03, -row + _BOX_HEIGHT / 2 + 0.03
+                start, end = (top, bottom) if downwards else (bottom, top)
+                ax.annotate("", xy=(x, end), xytext=(x, start), arrowprops=dict(arrowstyle="->"))
+    bottom_row = len(LINKNET_ENCODER_COLUMN) - 1  # encoder4 hands its output to decoder4
+    ax.annotate("", xy=(right_x - _BOX_WIDTH / 2 - 0.03, -bottom_row),
+                xytext=(left_x + _BOX_WIDTH / 2 + 0.03, -bottom_row), arrowprops=dict(arrowstyle="->"))
+    # The links: the input of encoder k (the arrow above its box, rows 3 to 6) meets decoder k's output.
+    for encoder_row in range(3, len(LINKNET_ENCODER_COLUMN)):
+        y = -encoder_row + 0.5
+        ax.plot([left_x], [y], "o", color="tab:red", markersize=4)
+        ax.annotate("", xy=(right_x - 0.17, y), xytext=(left_x, y),
+                    arrowprops=dict(arrowstyle="->", color="tab:red", linestyle="--"))
+        ax.text(right_x, y, "+", ha="center", va="center", fontsize=12, fontweight="bold",
+                bbox=dict(boxstyle="circle,pad=0.15", facecolor="white", edgecolor="tab:red"))
+    ax.set_xlim(left_x - 1.5, right_x + 1.5)
+    ax.set_ylim(-bottom_row - 0.5, 0.5)
+    ax.set_axis_off()
+    ax.set_title(f"LinkNet on a {input_size} x {input_size} image: each block's output as channels x height x width\n"
+                 "blue: encoder (ResNet-18), orange: decoder, red: links, added with +")
+    fig.tight_layout()
     return save_figure(fig, save_to)

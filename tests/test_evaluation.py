@@ -186,7 +186,10 @@ def test_format_table_has_a_row_per_method(train_samples, held_out_samples):
         assert column in lines[0]
     assert [line.split()[0] for line in lines[1:4]] == ["LinkNet", "2nd", "Frangi"]
     assert f"{results['f1']:.4f}" in lines[1]
-    assert lines[2].split()[-1] == "-"  # the second observer has no threshold to tune
+    # the second observer's tracing is binary: no threshold to tune, one operating point, no AUC
+    assert lines[2].split()[-3:] == ["-", "-", "-"]
+    assert f"{results['second_observer']['auc_roc']:.4f}" not in lines[2]
+    assert "one operating point" in lines[-1]
     assert f"{results['frangi']['threshold']:.4f}" in lines[3]
 
 

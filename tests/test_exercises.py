@@ -5,7 +5,7 @@ import torch
 
 from retina_lib.data.sample import Sample
 from retina_lib.exercises import (
-    balance_point, check_balance_point, check_choice, check_concatenated_decoder3,
+    balance_point, balance_point_tolerance, check_balance_point, check_choice, check_concatenated_decoder3,
     check_course_steps, check_dice_against_fov, check_epochs_lost, check_gflops_at_paper_size,
     check_number, check_pixel_change, check_pooled_f1, check_receptive_field,
     check_running_average_share, check_smallest_shift, check_soft_below_hard, check_steps_to_forget,
@@ -84,9 +84,54 @@ def test_balance_points_match_the_notebook_and_theory():
     assert abs(balance_point("BCE", vessels=10) - 0.10) < 1e-3   # BCE: the vessel fraction
     assert abs(balance_point("BCE + Dice", vessels=10) - 0.14) < 0.005
     assert balance_point("Dice loss", vessels=10) is None
-    assert check_balance_point(0.02, "BCE", vessels=2)
     assert check_balance_point(None, "Dice loss", vessels=2)
     assert not check_balance_point(0.5, "Dice loss", vessels=2)
+
+
+# Exercise 02.3's point is telling the losses apart: with 2 vessel pixels in 100, BCE sits at
+# 0.020 and BCE + Dice at 0.029. The notebook prints them as 0.02 and 0.03.
+@pytest.mark.parametrize("answer", [0.02, 0.0200, 0.021, 0.019])
+def test_balance_point_check_accepts_bce_read_from_the_printout(answer):
+    assert check_balance_point(answer, "BCE", vessels=2)
+
+
+@pytest.mark.parametrize("answer", [0.03, 0.029, 0.0294])
+def test_balance_point_check_accepts_bce_plus_dice_read_from_the_printout(answer):
+    assert check_balance_point(answer, "BCE + Dice", vessels=2)
+
+
+@pytest.mark.parametrize("answer", [
+    0.03, 0.029, 0.0294,  # BCE + Dice's balance point: the nearest wrong answer
+    0.011, 0.01,          # one vessel pixel's worth, or a misread axis
+    0.10,                 # the section's own answer with 10 vessel pixels
+    None,                 # BCE's total gradient does cross zero
+])
+def test_balance_point_check_refuses_wrong_answers_for_bce(answer):
+    assert not check_balance_point(answer, "BCE", vessels=2)
+
+
+@pytest.mark.parametrize("answer", [
+    0.02, 0.0200, 0.024,  # BCE's balance point, the vessel fraction: the nearest wrong answer
+    0.14,                 # the section's own answer with 10 vessel pixels
+    None,
+])
+def test_balance_point_check_refuses_wrong_answers_for_bce_plus_dice(answer):
+    assert not check_balance_point(answer, "BCE + Dice", vessels=2)
+
+
+@pytest.mark.parametrize("answer", [0.02, 0.03, 0.99, 1.0])
+def test_balance_point_check_refuses_any_number_for_the_dice_loss(answer):
+    assert not check_balance_point(answer, "Dice loss", vessels=2)
+
+
+@pytest.mark.parametrize("vessels", [2, 10])
+def test_balance_point_tolerance_never_reaches_another_loss(vessels):
+    points = {name: balance_point(name, vessels) for name in ("BCE", "BCE + Dice")}
+    for name, point in points.items():
+        other = points["BCE" if name == "BCE + Dice" else "BCE + Dice"]
+        assert balance_point_tolerance(name, vessels) < abs(point - other) / 2
+        assert check_balance_point(round(point, 2), name, vessels=vessels)  # the printed value
+        assert not check_balance_point(other, name, vessels=vessels)
 
 
 def test_smallest_shift_check_on_one_vertical_vessel():
@@ -241,3 +286,77 @@ def test_true_is_not_the_number_1(flag) -> None:
     assert not check_number(flag, expected=1, tolerance=0, what="x")
     assert not check_epochs_lost(flag)
     assert not check_choice(flag, 1, what="x")
+
+
+# Every numeric check: the right answer (as the solution or a printout gives it) passes, and the
+# nearest wrong answer the exercise invites fails. ----------------------------------------------
+
+
+@pytest.mark.parametrize("answer, right", [
+    (211, True),
+    (227, False),  # 99 + 2 x 16 + 3 x 32: the strided convolution widened with the new stride
+    (163, False),  # 99 + 2 x 8 + 3 x (2 x 8): the stride never doubled
+    (195, False),  # 99 + 2 x 16 + 3 x (2 x 16) - 32: one convolution too few
+    (243, False),  # encoder 4's first step
+])
+def test_receptive_field_check_separates_the_nearest_wrong_answers(answer, right):
+    assert check_receptive_field(answer, "encoder3") is right
+
+
+@pytest.mark.parametrize("answer, right", [
+    (20.11, True), (20.1, True),
+    (21.45, False),  # the 512 x 512 count of section 5
+    (21.2, False),   # the paper's figure
+    (18.85, False),  # 360 x 640 without the padding
+    (10.05, False),  # multiply-adds instead of FLOPs
+])
+def test_paper_size_flops_check_separates_the_nearest_wrong_answers(answer, right):
+    assert check_gflops_at_paper_size(answer) is right
+
+
+@pytest.mark.parametrize("answer, right", [
+    (7.76, True), (7.763, True),
+    (7.8, False),      # rounded too far for a count the exercise asks to two decimals
+    (31.04 / 4, True), # a quarter of the full U-Net is the right reasoning (7.76)
+    (31.04, False),    # the full U-Net
+    (11.53, False),    # LinkNet
+    (7763041, False),  # not in millions
+])
+def test_unet_width32_check_separates_the_nearest_wrong_answers(answer, right):
+    assert check_unet_width32_parameters(answer) is right
+
+
+@pytest.mark.parametrize("dice, iou, right", [
+    (10 / 13, 5 / 8, True), (0.7692, 0.625, True),
+    (8 / 13, 4 / 9, False),    # the false alarm's scores, not the found pixel's
+    (2 / 3, 0.5, False),       # the scores before the change
+    (10 / 13, 10 / 13, False), # Dice typed for IoU
+])
+def test_pixel_change_check_separates_the_nearest_wrong_answers(dice, iou, right):
+    found = PREDICTION.copy()
+    found[0, 2] = 1
+    assert check_pixel_change(found, PREDICTION, TARGET, dice=dice, iou=iou) is right
+
+
+@pytest.mark.parametrize("answer, right", [
+    (0.1216, True), (0.12, True),
+    (0.9 ** 19, False), (0.9 ** 21, False),  # one step too few or too many
+    (0.1 ** 20, False),                      # momentum kept instead of 1 - momentum
+])
+def test_running_average_share_check_separates_the_nearest_wrong_answers(answer, right):
+    assert check_running_average_share(answer, steps=20) is right
+
+
+@pytest.mark.parametrize("answer, right", [(44, True), (43, False), (45, False)])
+def test_steps_to_forget_check_separates_the_neighbours(answer, right):
+    assert check_steps_to_forget(answer, share=0.01) is right
+
+
+@pytest.mark.parametrize("answer, right", [
+    (0.4, True),
+    (2 * 10 / 40, False),  # |A and B| / |B| doubled: the FOV's size counted once
+    (10 / 40, False),      # the label's share of the FOV
+    (1.0, False),          # an empty network against the FOV
+])
+def test_dice_against_fov_check_separates_the_nearest_wrong_answers(answer, right):
+    assert check_dice_against_fov(answer, small_sample()) is right

@@ -261,12 +261,17 @@ REFERENCE_ROWS = {"second_observer": "2nd observer", "frangi": "Frangi"}
 _COLUMNS = {"f1": "F1", "iou": "IoU", "accuracy": "Acc", "sensitivity": "Se", "specificity": "Sp",
             "precision": "Pr", "auc_roc": "AUC-ROC", "auc_pr": "AUC-PR", "threshold": "threshold"}
 
+#: Columns that need a probability map; a binary tracing has none of them.
+_NOT_FOR_A_BINARY_MAP = ("threshold", "auc_roc", "auc_pr")
+
 
 def format_table(results: dict[str, Any], model_name: str = "LinkNet") -> str:
     """The pooled scores of :func:`score_network` as a plain-text table, one row per method.
 
     Rows: the model, then the second observer and Frangi where present.
-    The second observer's threshold is shown as "-": its map is already binary.
+    The second observer's tracing is binary: it has one operating point (its Se
+    and Sp), not a curve, so its threshold and its AUCs are shown as "-" (an
+    "AUC" of one point is not comparable with the AUC of a probability map).
 
     Taught in notebook 04, section 2.
     """
@@ -276,8 +281,10 @@ def format_table(results: dict[str, Any], model_name: str = "LinkNet") -> str:
     name_width = max(len(label) for _, label, _ in rows)
     lines = [" " * name_width + "".join(f"{title:>10}" for title in _COLUMNS.values())]
     for key, label, scores in rows:
-        cells = ["-" if column == "threshold" and key == "second_observer" else f"{scores[column]:.4f}"
+        cells = ["-" if column in _NOT_FOR_A_BINARY_MAP and key == "second_observer" else f"{scores[column]:.4f}"
                  for column in _COLUMNS]
         lines.append(f"{label:<{name_width}}" + "".join(f"{cell:>10}" for cell in cells))
     lines.append(f"pooled over the FOV pixels of {results['n_images']} test images")
+    if "second_observer" in results:
+        lines.append("2nd observer: a binary tracing, one operating point (its Se and Sp), no curve and so no AUC")
     return "\n".join(lines)
