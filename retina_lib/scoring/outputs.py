@@ -24,6 +24,7 @@ from PIL import Image, PngImagePlugin
 
 from retina_lib.data.datasets import DATASETS, data_root
 from retina_lib.data.readers import split_extension
+from retina_lib.errors import UserInputError
 from retina_lib.system.files import check_target, same_file_key, write_atomically, write_files_atomically
 
 #: The PNG text that marks a map written by ``predict`` (key, value).
@@ -68,7 +69,7 @@ def check_prediction_paths(images: Sequence[Path], out_dir: Optional[Path], weig
                 other = written_by[key]
                 reason = "the same image is given twice" if same_file_key(other) == same_file_key(image) \
                     else f"{other} and {image} have the same name"
-                raise ValueError(f"two inputs would both write {output} ({reason}); nothing was written: "
+                raise UserInputError(f"two inputs would both write {output} ({reason}); nothing was written: "
                                  f"predict them in separate commands with different --out folders")
             written_by[key] = image
 
@@ -109,7 +110,7 @@ def check_json_path(path: Path, weights: Path, dataset: str, data_dir: Optional[
     folder = dataset_folder(dataset, data_dir)
     inside = {same_file_key(parent) for parent in Path(path).absolute().parents}
     if folder is not None and same_file_key(folder) in inside:
-        raise ValueError(f"--json {path} is inside the dataset folder {folder}; the library never writes "
+        raise UserInputError(f"--json {path} is inside the dataset folder {folder}; the library never writes "
                          f"among a dataset's files: write the results elsewhere")
     check_target(path, option="--json", protected={Path(weights): "the weights"}, overwrite=overwrite)
 
