@@ -345,10 +345,10 @@ def test_predict_refuses_same_names_from_two_folders_into_one_out(tmp_path: Path
     (tmp_path / "b").mkdir()
     first, second = photo(tmp_path / "a" / "eye.png"), photo(tmp_path / "b" / "eye.png", seed=1)
     status, _, err = run(capsys, "predict", str(first), str(second), "--weights", str(linknet_file),
-                         "--device", "cpu", "--out", str(tmp_path / "out"))
+                         "--device", "cpu", "--threshold", "0.5", "--out", str(tmp_path / "out"))
     assert_one_line_error(status, err, "have the same name")
     status, out, err = run(capsys, "predict", str(first), str(second), "--weights", str(linknet_file),
-                           "--device", "cpu")  # beside each image: no clash
+                           "--device", "cpu", "--threshold", "0.5")  # beside each image: no clash
     assert status == 0, err
     assert (tmp_path / "a" / "eye_prob.png").is_file() and (tmp_path / "b" / "eye_prob.png").is_file()
 
