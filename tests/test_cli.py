@@ -16,7 +16,6 @@ from torch import nn
 
 from retina_lib import cli
 from retina_lib.cli import main
-from retina_lib.model import LinkNet
 from retina_lib.errors import UserInputError
 from retina_lib.training.run_folder import CHECKPOINT_FILE
 from test_data_readers import png_header_only
@@ -171,15 +170,6 @@ def test_skip_incomplete_reaches_the_loader_and_is_refused_for_synthetic():
 # Issue 18: predict and evaluate never overwrite what the user owns (cases 1, 2, 5, 18)
 # --------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory) -> Path:
-    """An untrained LinkNet's state dict (a valid ``linknet.pth``)."""
-    path = tmp_path_factory.mktemp("weights") / "linknet.pth"
-    torch.manual_seed(0)
-    torch.save(LinkNet().state_dict(), path)
-    return path
-
-
 def fsynced_names(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record the name of every file forced to the disk from now on (Linux: names read from /proc)."""
     if not Path("/proc/self/fd").is_dir():
@@ -200,29 +190,29 @@ def was_synced(name: str, synced: list[str]) -> bool:
     return any(seen == name or seen.startswith(f".{name}.") for seen in synced)
 
 
-def test_case_1_predict_keeps_an_expert_label_named_like_its_mask(tmp_path: Path, capsys, weights_file: Path) -> None:
+def test_case_1_predict_keeps_an_expert_label_named_like_its_mask(tmp_path: Path, capsys, linknet_file: Path) -> None:
     eye = photo(tmp_path / "eye.png")
     label = tmp_path / "eye_mask.png"
     Image.fromarray(np.eye(40, 48, dtype=np.uint8) * 255).save(label)
     before = label.read_bytes()
-    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu", "--threshold", "0.5")
+    status, _, err = run(capsys, "predict", str(eye), "--weights", str(linknet_file), "--device", "cpu", "--threshold", "0.5")
     assert_one_line_error(status, err, "eye_mask.png already exists and was not written by retina_lib")
     assert label.read_bytes() == before and not (tmp_path / "eye_prob.png").exists(), "nothing was written"
 
-    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu", "--threshold", "0.5", "--overwrite")
+    status, _, err = run(capsys, "predict", str(eye), "--weights", str(linknet_file), "--device", "cpu", "--threshold", "0.5", "--overwrite")
     assert status == 0, err
     assert label.read_bytes() != before, "--overwrite replaces it, as asked"
-    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu", "--threshold", "0.5")
+    status, _, err = run(capsys, "predict", str(eye), "--weights", str(linknet_file), "--device", "cpu", "--threshold", "0.5")
     assert status == 0, "predict's own maps are replaced without --overwrite: " + err
 
 
-def test_case_1_predict_never_overwrites_the_weights(tmp_path: Path, capsys, weights_file: Path) -> None:
+def test_case_1_predict_never_overwrites_the_weights(tmp_path: Path, capsys, linknet_file: Path) -> None:
     eye = photo(tmp_path / "eye.png")
     weights = tmp_path / "eye_prob.png"
-    weights.write_bytes(weights_file.read_bytes())
+    weights.write_bytes(linknet_file.read_bytes())
     status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights), "--device", "cpu", "--threshold", "0.5", "--overwrite")
     assert_one_line_error(status, err, "would overwrite the weights")
-    assert weights.read_bytes() == weights_file.read_bytes()
+    assert weights.read_bytes() == linknet_file.read_bytes()
 
 
 def evaluate_json(capsys, weights: Path, json_path: Path, *more: str) -> tuple[int, str, str]:
@@ -230,34 +220,34 @@ def evaluate_json(capsys, weights: Path, json_path: Path, *more: str) -> tuple[i
                "--json", str(json_path), *more)
 
 
-def test_case_2_evaluate_json_never_overwrites_the_weights(tmp_path: Path, capsys, weights_file: Path) -> None:
+def test_case_2_evaluate_json_never_overwrites_the_weights(tmp_path: Path, capsys, linknet_file: Path) -> None:
     weights = tmp_path / "linknet.pth"
-    weights.write_bytes(weights_file.read_bytes())
+    weights.write_bytes(linknet_file.read_bytes())
     status, out, err = evaluate_json(capsys, weights, tmp_path / "." / "linknet.pth", "--overwrite")
     assert_one_line_error(status, err, "would overwrite the weights")
     assert out == "", "refused before the evaluation"
-    assert weights.read_bytes() == weights_file.read_bytes()
+    assert weights.read_bytes() == linknet_file.read_bytes()
 
 
 def test_case_2_evaluate_json_replaces_another_file_only_with_overwrite(tmp_path: Path, capsys,
-                                                                        weights_file: Path) -> None:
+                                                                        linknet_file: Path) -> None:
     checkpoint = tmp_path / "checkpoint.pth"
     checkpoint.write_bytes(b"a checkpoint the user needs for --resume")
-    status, out, err = evaluate_json(capsys, weights_file, checkpoint)
+    status, out, err = evaluate_json(capsys, linknet_file, checkpoint)
     assert_one_line_error(status, err, "already exists and was not written by retina_lib")
     assert out == "" and checkpoint.read_bytes() == b"a checkpoint the user needs for --resume"
-    status, _, err = evaluate_json(capsys, weights_file, checkpoint, "--overwrite")
+    status, _, err = evaluate_json(capsys, linknet_file, checkpoint, "--overwrite")
     assert status == 0, err
     assert json.loads(checkpoint.read_text())["n_images"] == 3
 
 
-def test_case_2_evaluate_json_never_writes_into_the_dataset(tmp_path: Path, capsys, weights_file: Path) -> None:
+def test_case_2_evaluate_json_never_writes_into_the_dataset(tmp_path: Path, capsys, linknet_file: Path) -> None:
     image = tmp_path / "data" / "CHASEDB1" / "Image_01L.png"
     image.parent.mkdir(parents=True)
     photo(image)
     before = image.read_bytes()
     status, out, err = run(capsys, "evaluate", "--dataset", "chase_db1", "--data-dir", str(tmp_path / "data"),
-                           "--weights", str(weights_file), "--device", "cpu", "--threshold", "0.5",
+                           "--weights", str(linknet_file), "--device", "cpu", "--threshold", "0.5",
                            "--json", str(image), "--overwrite")
     assert_one_line_error(status, err, "is inside the dataset folder")
     assert image.read_bytes() == before
@@ -265,22 +255,22 @@ def test_case_2_evaluate_json_never_writes_into_the_dataset(tmp_path: Path, caps
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write into read-only folders")
 def test_case_2_a_read_only_json_folder_is_refused_before_evaluating(tmp_path: Path, capsys,
-                                                                      weights_file: Path) -> None:
+                                                                      linknet_file: Path) -> None:
     folder = tmp_path / "locked"
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        status, out, err = evaluate_json(capsys, weights_file, folder / "results.json")
+        status, out, err = evaluate_json(capsys, linknet_file, folder / "results.json")
     finally:
         folder.chmod(0o755)
     assert_one_line_error(status, err, "is not writable")
     assert out == ""
 
 
-def test_case_5_a_full_disk_keeps_the_previous_prediction_pair(tmp_path: Path, capsys, weights_file: Path,
+def test_case_5_a_full_disk_keeps_the_previous_prediction_pair(tmp_path: Path, capsys, linknet_file: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     eye = photo(tmp_path / "eye.png")
-    assert run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu", "--threshold", "0.5")[0] == 0
+    assert run(capsys, "predict", str(eye), "--weights", str(linknet_file), "--device", "cpu", "--threshold", "0.5")[0] == 0
     outputs = [tmp_path / "eye_prob.png", tmp_path / "eye_mask.png"]
     before = [path.read_bytes() for path in outputs]
     photo(eye, seed=1)  # a new photograph: new maps
@@ -294,17 +284,17 @@ def test_case_5_a_full_disk_keeps_the_previous_prediction_pair(tmp_path: Path, c
         return real_save(self, fp, *args, **kwargs)
 
     monkeypatch.setattr(Image.Image, "save", save)
-    status, _, err = run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu", "--threshold", "0.5")
+    status, _, err = run(capsys, "predict", str(eye), "--weights", str(linknet_file), "--device", "cpu", "--threshold", "0.5")
     assert_one_line_error(status, err, "no space left on the disk")
     assert [path.read_bytes() for path in outputs] == before, "the previous pair is kept whole and together"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["eye.png", "eye_mask.png", "eye_prob.png"]
 
 
-def test_case_18_predict_forces_its_maps_to_the_disk(tmp_path: Path, capsys, weights_file: Path,
+def test_case_18_predict_forces_its_maps_to_the_disk(tmp_path: Path, capsys, linknet_file: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     eye = photo(tmp_path / "eye.png")
     synced = fsynced_names(monkeypatch)
-    assert run(capsys, "predict", str(eye), "--weights", str(weights_file), "--device", "cpu", "--threshold", "0.5")[0] == 0
+    assert run(capsys, "predict", str(eye), "--weights", str(linknet_file), "--device", "cpu", "--threshold", "0.5")[0] == 0
     assert was_synced("eye_prob.png", synced) and was_synced("eye_mask.png", synced), synced
 
 

@@ -19,7 +19,6 @@ import pytest
 import torch
 
 import gated_run
-from retina_lib.training import run_folder
 from retina_lib.cli import main
 from retina_lib.training.run_folder import (
     BEST_WEIGHTS_FILE,

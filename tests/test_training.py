@@ -25,10 +25,10 @@ from retina_lib.training.run_folder import (
 from retina_lib.cli import main
 from retina_lib.recipes import recipe, train_recipe
 from retina_lib.system.hardware import seed_everything
-from retina_lib.training.checkpoints import current_names, dataset_label, settings_differences
+from retina_lib.training.checkpoints import current_names, dataset_label
 from retina_lib.training.config import TrainConfig
 from retina_lib.training.trainer import fit, split_validation, training_datasets
-from retina_lib.training.weights import WeightsError, load_weights
+from retina_lib.training.weights import load_weights
 
 #: How the tests run fit: everything on the CPU in float32, quietly.
 FAST = dict(device="cpu", amp="off", progress=False)
@@ -209,15 +209,6 @@ def test_a_checkpoint_recorded_with_the_old_setting_names_can_be_resumed(tmp_pat
     with pytest.raises(ResumeError, match="loss: 'bce\\+dice' in the checkpoint, 'dice\\+iou' now"):
         fit(tiny_net(), blob_images(4), config=tiny(3), dataset=dataset_label("synthetic", {"n": 6, "size": 96}),
             out_dir=tmp_path / "run", resume=True, **FAST)
-
-
-def test_settings_differences() -> None:
-    saved = {"epochs": 10, "lr": 0.1, "schedule": None}
-    assert settings_differences(saved, {**saved, "epochs": 20}) == []
-    assert settings_differences(saved, {**saved, "epochs": 5}) == ["epochs: 10 in the checkpoint, 5 now"]
-    cosine = {**saved, "schedule": "cosine"}
-    assert "not with schedule='cosine'" in settings_differences(cosine, {**cosine, "epochs": 20})[0]
-    assert settings_differences(saved, {**saved, "seed": 1}) == ["seed: '(not set)' in the checkpoint, 1 now"]
 
 
 def test_an_existing_run_is_not_overwritten_and_a_missing_one_not_resumed(tmp_path: Path) -> None:
