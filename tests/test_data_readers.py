@@ -420,3 +420,12 @@ def test_a_32_bit_image_beyond_16_bits_is_refused_not_clipped(tmp_path: Path) ->
 def test_a_folder_given_as_an_image_is_called_a_folder(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="a folder, not an image file"):
         read_image(tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["1", "L"])
+def test_masks_come_back_writable(tmp_path: Path, mode: str) -> None:
+    """A read-only mask breaks code that works in place (skimage's skeletonize in notebook 04, section 9)."""
+    path = tmp_path / "label.png"
+    Image.fromarray(np.eye(16, dtype=np.uint8) * 255).convert(mode).save(path)
+    mask = read_mask(path)
+    assert mask.dtype == bool and mask.flags.writeable

@@ -285,8 +285,8 @@ def read_mask(path: Path | str) -> np.ndarray:
         values = values[..., 0]
     if values.ndim != 2:
         raise DatasetError(f"{path}: expected a 2-D mask, decoded an array of shape {values.shape}")
-    if values.dtype == bool:  # a 1-bit file
-        return values
+    if values.dtype == bool:  # a 1-bit file; copied, because Pillow's array is read-only (skimage needs to write)
+        return values.copy()
     return binarise_mask_values(values, picture.mode in WIDE_GREY_MODES, path)
 
 
