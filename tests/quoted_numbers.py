@@ -57,6 +57,10 @@ class Sources:
         """One benchmark's JSON file in ``benchmarks/``, by its name without ``.json``."""
         return read_json(self.repository / "benchmarks" / f"{name}.json")
 
+    def model_card(self) -> dict:
+        """The shipped network's model card (``retina_lib/pretrained/model_card.json``)."""
+        return read_json(self.repository / "retina_lib" / "pretrained" / "model_card.json")
+
     def published(self, dataset: str, method: str) -> dict[str, float | None]:
         """A published result as notebook 04 lists it (its ``PUBLISHED`` table, checked against the papers)."""
         for cell in markdown_and_code_cells(self.repository / "notebooks" / "04_results.ipynb", "code"):

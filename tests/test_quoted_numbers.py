@@ -59,6 +59,20 @@ def published(dataset: str, method: str, key: str) -> Value:
     return lambda sources: sources.published(dataset, method)[key]
 
 
+def card(*keys: str) -> Value:
+    """A value of the shipped network's model card."""
+    def read(sources: Sources):
+        value = sources.model_card()
+        for key in keys:
+            value = value[key]
+        return value
+    return read
+
+
+def magnitude(value: Value) -> Value:
+    return lambda sources: abs(value(sources))
+
+
 def minutes(seconds: Value) -> Value:
     return lambda sources: seconds(sources) / 60
 
@@ -191,6 +205,7 @@ MAIN = "Results on real photographs (CHASE_DB1 test split)"
 COURSE_CHOICE = "How the course recipe was chosen (validation only)"
 TEST_SPLIT = "Test split: the original recipe against the course recipe"
 BEST_CHOICE = "Candidates and the choice (validation only)"
+SHIPPED_CHOICE = "Choosing it: the longer schedule, and a second seed (validation only)"
 BEST_TEST = "Test split of CHASE_DB1"
 BEST_HRF = "HRF, never seen in training"
 SPEED = "Performance"
@@ -217,8 +232,8 @@ def sweep_row(label: str, run: str) -> TableRow:
                          "train s": Measured(result("chase_db1/sweep", run, "train_seconds"), 0)})
 
 
-def best_sweep_row(run: str, added: str) -> TableRow:
-    return validation(RESULTS, BEST_CHOICE, run, "chase_db1/best_sweep", run, BEST_SWEEP_COLUMNS,
+def best_sweep_row(run: str, added: str, section: str = BEST_CHOICE) -> TableRow:
+    return validation(RESULTS, section, run, "chase_db1/best_sweep", run, BEST_SWEEP_COLUMNS,
                       {"added to `--preset course`": added,
                          "train": Measured(minutes(result("chase_db1/best_sweep", run, "train_seconds")), 0, "{} min")})
 
@@ -285,6 +300,10 @@ TABLE_ROWS = [
     best_sweep_row("cldice_e40", "`--loss bce+dice+cldice`"),
     best_sweep_row("cldice_e20", "`--loss bce+dice+cldice --epochs 20`"),
     best_sweep_row("course_e20", "`--epochs 20`"),
+    # results/README, the shipped network's sweep (issue 17)
+    best_sweep_row("cldice_e40", "`--loss bce+dice+cldice`", SHIPPED_CHOICE),
+    best_sweep_row("cldice_e80", "`--epochs 80 --loss bce+dice+cldice`", SHIPPED_CHOICE),
+    best_sweep_row("cldice_e80_seed1", "`--epochs 80 --loss bce+dice+cldice`, `--seed 1`", SHIPPED_CHOICE),
     scores(RESULTS, BEST_TEST, "course", "chase_db1/test_course_cpu", **RESULTS_TEST),
     scores(RESULTS, BEST_TEST, "course + flip TTA", "chase_db1/test_course_cpu_tta", **RESULTS_TEST),
     scores(RESULTS, BEST_TEST, "best", "chase_db1/test_best_cpu", **RESULTS_TEST),
@@ -476,6 +495,30 @@ QUOTES = [
     Quote(RESULTS, "clDice gains more on HRF than on CHASE_DB1: {} F1",
           difference(result(HRF_BEST, "f1"), result(HRF, "f1")), 3),
     Quote(RESULTS, "F1 and {} AUC-ROC,\nmostly", difference(result(HRF_BEST, "auc_roc"), result(HRF, "auc_roc")), 3),
+    # results/README, the shipped network (issue 17)
+    Quote(RESULTS, "median epoch took {} s", card("median_epoch_seconds"), 0),
+    Quote(RESULTS, "moved the validation F1 by {} at 80 epochs", magnitude(difference(
+        result("chase_db1/best_sweep", "cldice_e80_seed1", "validation", "f1"),
+        result("chase_db1/best_sweep", "cldice_e80", "validation", "f1"))), 4),
+    Quote(RESULTS, "80 epochs against 40**: +{} validation F1 with seed 0", difference(
+        result("chase_db1/best_sweep", "cldice_e80", "validation", "f1"),
+        result("chase_db1/best_sweep", "cldice_e40", "validation", "f1")), 4),
+    Quote(RESULTS, "best weights (epoch {} of 80)", card("best_epoch"), 0),
+    Quote(RESULTS, "moved the test F1 by {} (with TTA", magnitude(difference(card("test", "f1"),
+                                                                              card("float32_original", "test", "f1"))), 4),
+    Quote(RESULTS, "the shipped network reaches F1 {}\nand", result("chase_db1/test_shipped_tta", "f1"), 4),
+    Quote(RESULTS, "and AUC-ROC {}, ", result("chase_db1/test_shipped_tta", "auc_roc"), 4),
+    Quote(RESULTS, "without TTA {} and", result("chase_db1/test_shipped", "f1"), 4),
+    Quote(RESULTS, "HRF (never trained on, CHASE_DB1's threshold, {} labelled",
+          result("hrf/test_shipped_chase_threshold", "n_images"), 0),
+    Quote(RESULTS, "AUC-ROC\n{} against", result("hrf/test_shipped_chase_threshold", "auc_roc"), 4),
+    Quote(RESULTS, "(Se {} against", result("hrf/test_shipped_chase_threshold", "sensitivity"), 3),
+    Quote(RESULTS, "its F1 is lower ({}", result("hrf/test_shipped_chase_threshold", "f1"), 4),
+    # README, the shipped network
+    Quote(README, "misses the targets of\nF1 0.815 and AUC-ROC 0.985 that SA-UNet and IterNet set, by {} and",
+          magnitude(difference(result("chase_db1/test_shipped_tta", "f1"), published("CHASE_DB1", "SA-UNet", "f1"))), 4),
+    Quote(README, "IterNet set, by 0.0004 and {}.", magnitude(difference(
+        result("chase_db1/test_shipped_tta", "auc_roc"), published("CHASE_DB1", "IterNet", "auc_roc"))), 4),
     # notebook 04's Markdown
     Quote(NOTEBOOK_04, "the recipe moves F1 by about {}",
           difference(result("ablation", "course recipe (H200)", "f1"), result("ablation", "original recipe (H200)", "f1")), 2),
@@ -555,6 +598,8 @@ def checkout(tmp_path: Path) -> Path:
         (tmp_path / document).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPOSITORY / document, tmp_path / document)
     shutil.copytree(REPOSITORY / "retina_lib" / "course_results", tmp_path / "retina_lib" / "course_results")
+    (tmp_path / "retina_lib" / "pretrained").mkdir()
+    shutil.copy(REPOSITORY / "retina_lib" / "pretrained" / "model_card.json", tmp_path / "retina_lib" / "pretrained")
     shutil.copytree(REPOSITORY / "benchmarks", tmp_path / "benchmarks", ignore=shutil.ignore_patterns("*.py", "*.png"))
     return tmp_path
 
