@@ -424,8 +424,13 @@ def test_a_folder_given_as_an_image_is_called_a_folder(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["1", "L"])
 def test_masks_come_back_writable(tmp_path: Path, mode: str) -> None:
-    """A read-only mask breaks code that works in place (skimage's skeletonize in notebook 04, section 9)."""
+    """Masks are writable arrays of proper booleans (bytes 0 and 1).
+
+    Pillow gives a 1-bit file as a read-only array whose True is the byte 255;
+    skimage's skeletonize (notebook 04, section 9) crashed the kernel on it.
+    """
     path = tmp_path / "label.png"
     Image.fromarray(np.eye(16, dtype=np.uint8) * 255).convert(mode).save(path)
     mask = read_mask(path)
     assert mask.dtype == bool and mask.flags.writeable
+    assert set(np.unique(mask.view(np.uint8))) == {0, 1}

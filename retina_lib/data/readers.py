@@ -285,8 +285,11 @@ def read_mask(path: Path | str) -> np.ndarray:
         values = values[..., 0]
     if values.ndim != 2:
         raise DatasetError(f"{path}: expected a 2-D mask, decoded an array of shape {values.shape}")
-    if values.dtype == bool:  # a 1-bit file; copied, because Pillow's array is read-only (skimage needs to write)
-        return values.copy()
+    if values.dtype == bool:
+        # A 1-bit file. Pillow's array is read-only and stores True as the byte 255, which
+        # code that indexes by the raw bytes (skimage's skeletonize) reads out of bounds:
+        # compare the bytes, which gives a fresh array of proper 0/1 booleans.
+        return values.view(np.uint8) != 0
     return binarise_mask_values(values, picture.mode in WIDE_GREY_MODES, path)
 
 
