@@ -9,7 +9,8 @@ The names the notebooks use most can be imported from here::
 Every other name is imported from the module that defines it, which tells
 where to read it. The top level holds what the notebooks teach: ``model``
 (LinkNet), ``unet``, ``losses``, ``metrics``, ``epoch_loop`` (Train,
-Evaluate), ``recipes``, ``baselines`` (Frangi), ``error_analysis``,
+Evaluate), ``recipes``, ``pretrained`` (the trained network that
+ships with the course, and its model card), ``baselines`` (Frangi), ``error_analysis``,
 ``model_stats``, ``plotter``, ``widgets``, ``exercises``, ``course`` (the
 notebooks' setup cell) and ``cli`` (``python -m retina_lib``). The machinery
 sits in folders below it: ``data/`` (datasets, downloads, readers,
