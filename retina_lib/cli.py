@@ -134,15 +134,19 @@ def chosen_network(weights: Optional[Path], device: str) -> tuple[torch.nn.Modul
     return model, card
 
 
-def prediction_threshold(args: argparse.Namespace, card: Optional[dict[str, Any]]) -> float:
-    """``--threshold``, else the shipped network's recorded cut; a network of one's own must say its cut."""
-    if args.threshold is not None:
-        return args.threshold
-    if card is None:
+def check_threshold_given(args: argparse.Namespace) -> None:
+    """A network of one's own must say its cut; refused before any weights are read."""
+    if args.weights is not None and args.threshold is None:
         raise UserInputError(
             f"--weights {args.weights} needs --threshold: the cut between vessel and background belongs to "
             f"each network (0.5 is rarely the best one). `python -m retina_lib evaluate --dataset NAME "
             f"--weights {args.weights}` prints the threshold chosen on that dataset's training split")
+
+
+def prediction_threshold(args: argparse.Namespace, card: Optional[dict[str, Any]]) -> float:
+    """``--threshold``, else the shipped network's cut from its model card (the TTA one with ``--tta``)."""
+    if args.threshold is not None or card is None:
+        return args.threshold
     threshold = card["threshold_tta"] if args.tta else card["threshold"]
     print(f"threshold: {threshold:.4f}, chosen on the training split of {card['training_data']['dataset']}"
           f"{' with flip TTA' if args.tta else ''} (model card)")
@@ -167,6 +171,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
 
 def command_predict(args: argparse.Namespace) -> None:
     check_prediction_paths(args.images, args.out, weights_in_use(args), overwrite=args.overwrite)
+    check_threshold_given(args)
     model, card = chosen_network(args.weights, args.device)
     threshold = prediction_threshold(args, card)
     failures = []

@@ -150,9 +150,9 @@ def test_synthetic_options_only_for_the_synthetic_dataset(tmp_path: Path, capsys
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        main(["--debug", "predict", str(tmp_path / "x.png"), "--weights", str(tmp_path / "nothing.pth")])
+        main(["--debug", "predict", str(tmp_path / "x.png"), "--weights", str(tmp_path / "nothing.pth"), "--threshold", "0.5"])
     with pytest.raises(FileNotFoundError):
-        main(["predict", str(tmp_path / "x.png"), "--weights", str(tmp_path / "nothing.pth"), "--debug"])
+        main(["predict", str(tmp_path / "x.png"), "--weights", str(tmp_path / "nothing.pth"), "--threshold", "0.5", "--debug"])
 
 
 def test_skip_incomplete_reaches_the_loader_and_is_refused_for_synthetic():
@@ -429,12 +429,12 @@ def fail_while_loading_weights(monkeypatch: pytest.MonkeyPatch, error: Exception
 def test_a_plain_value_error_is_a_bug_and_shows_its_traceback(tmp_path: Path, capsys, monkeypatch) -> None:
     fail_while_loading_weights(monkeypatch, ValueError("operands could not be broadcast together"))
     with pytest.raises(ValueError, match="operands could not be broadcast"):
-        main(["predict", str(tmp_path / "eye.png"), "--weights", str(tmp_path / "w.pth")])
+        main(["predict", str(tmp_path / "eye.png"), "--weights", str(tmp_path / "w.pth"), "--threshold", "0.5"])
     assert "error:" not in capsys.readouterr().err, "a bug must not be dressed up as the user's mistake"
 
 
 def test_a_user_input_error_is_one_line_without_traceback(tmp_path: Path, capsys, monkeypatch) -> None:
     fail_while_loading_weights(monkeypatch, UserInputError("w.pth: made for another network"))
-    status, _, err = run(capsys, "predict", str(tmp_path / "eye.png"), "--weights", str(tmp_path / "w.pth"))
+    status, _, err = run(capsys, "predict", str(tmp_path / "eye.png"), "--weights", str(tmp_path / "w.pth"), "--threshold", "0.5")
     assert_one_line_error(status, err, "w.pth: made for another network")
     assert "Traceback" not in err
