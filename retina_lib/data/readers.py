@@ -155,7 +155,7 @@ def _open(path: Path) -> Image.Image:
                 picture.load()
         else:
             picture = open_within_pixel_limit(path, path)
-            refuse_scrambled_tiff(picture, path)
+            refuse_oriented_tiff(picture, path)
             picture.load()
         return upright(picture)
     except DatasetError:
@@ -166,24 +166,22 @@ def _open(path: Path) -> Image.Image:
 
 #: EXIF/TIFF tag 274, Orientation: how the stored pixels must be turned to be shown upright.
 ORIENTATION_TAG = 274
-#: Orientations that swap width and height (a quarter turn, possibly mirrored).
-QUARTER_TURN_ORIENTATIONS = (5, 6, 7, 8)
+def refuse_oriented_tiff(picture: Image.Image, path: Path) -> None:
+    """Refuse a TIFF whose Orientation tag asks for any turn or mirror (a value other than 1).
 
-
-def refuse_scrambled_tiff(picture: Image.Image, path: Path) -> None:
-    """Refuse an uncompressed TIFF whose Orientation tag asks for a quarter turn.
-
-    Pillow turns TIFFs by their tag itself while decoding them; for an
-    uncompressed TIFF with orientation 5 to 8 it returns scrambled pixels of
-    the right size (seen with Pillow 13.0, checked in the tests), which would
-    be a silently wrong photograph or label. Compressed TIFFs (LZW,
-    PackBits, Deflate: what HRF and most tools write) are turned correctly.
+    Pillow's versions disagree on such files: Pillow 10 turns a TIFF while
+    decoding it and leaves the tag in place, so turning it by the tag gives a
+    second, wrong turn; Pillow 13 turns compressed TIFFs correctly but decodes
+    an uncompressed one with a quarter turn into scrambled pixels (both seen in
+    the tests). No single rule reads them right everywhere, and a wrong turn
+    would be a silently misaligned photograph or label, so they are refused.
+    JPEG and PNG files are turned by their tag (:func:`upright`); the real
+    datasets' TIFFs carry no Orientation tag.
     """
-    if (picture.format == "TIFF" and picture.info.get("compression") == "raw"
-            and picture.tag_v2.get(ORIENTATION_TAG) in QUARTER_TURN_ORIENTATIONS):
-        raise DatasetError(f"{path}: an uncompressed TIFF whose Orientation tag "
-                           f"({picture.tag_v2.get(ORIENTATION_TAG)}) turns it a quarter; Pillow decodes such files "
-                           f"into scrambled pixels. Save it turned upright, or with LZW compression")
+    if picture.format == "TIFF" and picture.tag_v2.get(ORIENTATION_TAG, 1) != 1:
+        raise DatasetError(f"{path}: a TIFF with an Orientation tag ({picture.tag_v2.get(ORIENTATION_TAG)}); "
+                           f"Pillow's versions turn such files differently, so it is refused rather than read "
+                           f"wrong. Save it turned upright (without the tag), or as PNG")
 
 
 def upright(picture: Image.Image) -> Image.Image:
