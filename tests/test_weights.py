@@ -55,7 +55,7 @@ def test_a_malicious_pickle_runs_no_code_through_any_loading_path(tmp_path: Path
         "never relay torch's advice to load with weights_only=False"
 
     image = photo(tmp_path / "photo.png")
-    status, _, err = run(capsys, "predict", str(image), "--weights", str(evil), "--device", "cpu")
+    status, _, err = run(capsys, "predict", str(image), "--weights", str(evil), "--device", "cpu", "--threshold", "0.5")
     assert_one_line_error(status, err, "refused")
     status, _, err = run(capsys, "evaluate", *SYNTHETIC, "--weights", str(evil), "--device", "cpu")
     assert_one_line_error(status, err, "refused")
@@ -97,7 +97,7 @@ def test_broken_weights_are_refused_before_predicting(tmp_path: Path, capsys, li
     with pytest.raises(WeightsError, match=message):
         load_weights(weights)
     image = photo(tmp_path / "photo.png")
-    status, _, err = run(capsys, "predict", str(image), "--weights", str(weights), "--device", "cpu")
+    status, _, err = run(capsys, "predict", str(image), "--weights", str(weights), "--device", "cpu", "--threshold", "0.5")
     assert_one_line_error(status, err, message)
     assert "weights_only" not in err and "likely succeed" not in err, "torch's advice to load unsafely"
     assert not (tmp_path / "photo_prob.png").exists() and not (tmp_path / "photo_mask.png").exists()
@@ -105,7 +105,7 @@ def test_broken_weights_are_refused_before_predicting(tmp_path: Path, capsys, li
 
 def test_a_folder_as_weights_is_called_a_folder(tmp_path: Path, capsys) -> None:
     image = photo(tmp_path / "photo.png")
-    status, _, err = run(capsys, "predict", str(image), "--weights", str(tmp_path), "--device", "cpu")
+    status, _, err = run(capsys, "predict", str(image), "--weights", str(tmp_path), "--device", "cpu", "--threshold", "0.5")
     assert_one_line_error(status, err, "is a folder")
 
 
