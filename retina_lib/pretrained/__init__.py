@@ -46,7 +46,7 @@ CARD_FILE = "model_card.json"
 
 
 def package_file(name: str) -> Path:
-    """The path of one of this package's data files (an installed package is always a folder here)."""
+    """The path of one of this package's data files (pip installs the package as a folder, not a zip)."""
     return Path(str(resources.files(__name__) / name))
 
 
