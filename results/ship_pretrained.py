@@ -6,7 +6,8 @@
 What it does, in order:
 
 1. stores the run's best weights (``linknet.pth``, float32) in float16 as
-   ``retina_lib/pretrained/linknet_chase_db1.pth`` (written whole, then renamed);
+   ``retina_lib/pretrained/linknet_chase_db1.pth``; this and every file below
+   is written by :func:`retina_lib.system.files.write_atomically`, whole or not at all;
 2. scores the float32 original AND the stored float16 file on the CHASE_DB1
    test split, with and without flip TTA, each with the threshold chosen on the
    training split (so the card says how far storing in float16 moved the scores);
@@ -22,12 +23,12 @@ validation images (``results/sweep.py``); nothing here feeds back into the choic
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from retina_lib.data import load_dataset
 from retina_lib.model import count_parameters
 from retina_lib.pretrained import CARD_FILE, WEIGHTS_FILE, sha256_of
 from retina_lib.scoring.evaluation import score_network
+from retina_lib.system.files import write_atomically
 from retina_lib.training.weights import load_weights
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -47,21 +49,6 @@ HEADLINE = ("f1", "iou", "accuracy", "sensitivity", "specificity", "precision", 
 CREDIT = ("CHASE_DB1, Child Heart And Health Study in England, Kingston University London (CC BY 4.0): "
           "M. M. Fraz et al., \"An ensemble classification-based approach applied to retinal blood vessel "
           "segmentation\", IEEE Trans. Biomed. Eng. 59(9), 2012")
-
-
-def write_whole(path: Path, write: Any) -> None:
-    """Write through ``write(temporary_path)`` in the same folder, then rename onto ``path``."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; shipped files are read by everyone
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def cpu_name() -> str:
@@ -110,7 +97,11 @@ def main() -> None:
     model = load_weights(original)
     half = {key: value.half() if value.is_floating_point() else value for key, value in model.state_dict().items()}
     shipped = PRETRAINED / WEIGHTS_FILE
-    write_whole(shipped, lambda path: torch.save(half, path))
+    # Saved through a buffer: torch.save names its zip records after the file it writes, here a random
+    # temporary name, so saving to the path would give a different sha256 on every run of this script.
+    buffer = io.BytesIO()
+    torch.save(half, buffer)
+    write_atomically(shipped, lambda path: path.write_bytes(buffer.getvalue()))
     print(f"wrote {shipped} ({shipped.stat().st_size / 1e6:.1f} MB)", flush=True)
 
     scores: dict[str, dict[str, Any]] = {}
@@ -124,13 +115,13 @@ def main() -> None:
     for name, label in (("test_shipped", "float16"), ("test_shipped_tta", "float16_tta")):
         path = RESULTS / "chase_db1" / f"{name}.json"
         text = json.dumps(scores[label], indent=2, default=float)
-        write_whole(path, lambda target, text=text: target.write_text(text))
+        write_atomically(path, lambda target, text=text: target.write_text(text))
 
     history_name = f"chase_db1/best_sweep_{args.candidate}/history"
     history_path = RESULTS / f"{history_name}.json"
     history_path.parent.mkdir(parents=True, exist_ok=True)
     history_text = json.dumps(history, indent=2)
-    write_whole(history_path, lambda target: target.write_text(history_text))
+    write_atomically(history_path, lambda target: target.write_text(history_text))
 
     threshold = scores["float16"]["threshold"]
     hrf: dict[str, Any] = {}
@@ -140,7 +131,7 @@ def main() -> None:
                        threshold=threshold, with_baselines=False)
         seconds["hrf"] = round(time.perf_counter() - start, 1)
         text = json.dumps(hrf, indent=2, default=float)
-        write_whole(RESULTS / "hrf" / "test_shipped_chase_threshold.json", lambda target: target.write_text(text))
+        write_atomically(RESULTS / "hrf" / "test_shipped_chase_threshold.json", lambda target: target.write_text(text))
         print("hrf", json.dumps(headline(hrf)), f"{seconds['hrf']} s", flush=True)
 
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True).stdout.strip()
@@ -182,7 +173,7 @@ def main() -> None:
     }
     card_path = PRETRAINED / CARD_FILE
     text = json.dumps(card, indent=2) + "\n"
-    write_whole(card_path, lambda target: target.write_text(text))
+    write_atomically(card_path, lambda target: target.write_text(text))
     print(f"wrote {card_path}")
 
 
