@@ -30,6 +30,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 BENCHMARKS = "benchmarks/README.md"
 README, RESULTS, NOTEBOOK_03, NOTEBOOK_04 = ("README.md", "results/README.md", "notebooks/03_training.ipynb",
                                              "notebooks/04_results.ipynb")
+NOTEBOOK_01, NOTEBOOK_02 = "notebooks/01_architecture.ipynb", "notebooks/02_losses.ipynb"
 
 
 # ---- where a value comes from ------------------------------------------------------------------------------
@@ -381,6 +382,16 @@ CHECKED_TABLES = [(README, MAIN), (README, SPEED), (RESULTS, COURSE_CHOICE), (RE
 
 CPU_TEST, RERUN_TEST = "chase_db1/test_course_cpu", "chase_db1/test_course_cpu_rerun"
 CPU_HISTORY, RERUN_HISTORY = "chase_db1/course_cpu_history", "chase_db1/course_cpu_rerun_history"
+IDLE_HISTORY = "chase_db1/course_cpu_idle_history"
+ISA = "course_epoch_isa_cpu"
+ISA_RATIO = benchmark(ISA, "capped_over_native")
+ISA_NATIVE = benchmark(ISA, "native", "median_epoch_seconds_after_first")
+ISA_CAPPED = benchmark(ISA, "capped_at_avx2", "median_epoch_seconds_after_first")
+
+
+def jupyterlab(mode: str, notebook: str) -> Value:
+    """A notebook's time in JupyterLab (``tools/time_in_jupyterlab.py``), in seconds."""
+    return benchmark("notebook_times_jupyterlab", mode, notebook, "seconds")
 HRF, HRF_BEST = "hrf/test_course_cpu_chase_threshold", "hrf/test_best_cpu_chase_threshold"
 BEST_TTA, BEST_PLAIN = "chase_db1/test_best_cpu_tta", "chase_db1/test_best_cpu"
 BEST_SWEEP, SWEEP = "chase_db1/best_sweep", "chase_db1/sweep"
@@ -408,8 +419,10 @@ QUOTES = [
           scaled(benchmark(*PEER, "parameters", "linknet"), 1e-6), 2),
     Quote(README, "It has {} parameters", benchmark(*PEER, "parameters", "linknet"), 0),
     Quote(README, "and needs {}\nGFLOPs", scaled(benchmark(*PEER, "flops", "linknet", "forward"), 1e-9), 1),
-    Quote(README, "resumed the {}-minute course-recipe run", epoch_minutes(RERUN_HISTORY), 0),
-    Quote(README, "40 epochs, validation Dice {})", best_val_dice(RERUN_HISTORY), 3),
+    Quote(README, "trains the course recipe: {} minutes of epochs", epoch_minutes(IDLE_HISTORY), 0),
+    Quote(README, "about {} times as long without", ISA_RATIO, 1),
+    Quote(README, "Notebook 03 resumed the\n{}-minute course-recipe run", epoch_minutes(IDLE_HISTORY), 0),
+    Quote(README, "validation Dice\n{}). Each notebook", best_val_dice(IDLE_HISTORY), 3),
     Quote(README, "reached **F1 {}, AUC-ROC", result("chase_db1/test_shipped", "f1"), 4),
     Quote(README, "AUC-ROC {}** on the\ntest split", result("chase_db1/test_shipped", "auc_roc"), 4),
     Quote(README, "with the clDice loss ({}x the training time", CLDICE_COST, 1),
@@ -434,7 +447,38 @@ QUOTES = [
     Quote(README, "photograph, {} ms\n  for a 999x960", benchmark("results_cpu", "predict_ms", "chase"), 0),
     Quote(README, "the Frangi filter takes {} and", benchmark("results_cpu", "frangi_ms", "drive"), 0),
     Quote(README, "the Frangi filter takes 208 and {} ms", benchmark("results_cpu", "frangi_ms", "chase"), 0),
-    Quote(README, "trains in {} minutes on these 2\n  cores", COURSE_CPU_MINUTES, 0),
+    Quote(README, "a course-recipe epoch took {} s against", ISA_CAPPED, 1),
+    Quote(README, "against\n  {} s: **", ISA_NATIVE, 1),
+    Quote(README, "**{}x** as long", ISA_RATIO, 1),
+    Quote(README, "trains in {} minutes of epochs", epoch_minutes(IDLE_HISTORY), 1),
+    Quote(README, "nothing else runs ({} minutes while other jobs", COURSE_CPU_MINUTES, 0),
+    Quote(BENCHMARKS, "**{} s** as it is", ISA_NATIVE, 1),
+    Quote(BENCHMARKS, "and **{} s** capped at AVX2", ISA_CAPPED, 1),
+    Quote(BENCHMARKS, "(float32, contiguous): **{}x**", ISA_RATIO, 1),
+    Quote(BENCHMARKS, "would take\nabout {} minutes on 2 such cores", benchmark(ISA, "course_minutes_capped"), 0),
+    Quote(RESULTS, "on the idle machine (nothing else running;\n{} s of epochs", scaled(epoch_minutes(IDLE_HISTORY), 60), 0),
+    Quote(RESULTS, "s of epochs, {} min), again", epoch_minutes(IDLE_HISTORY), 1),
+    Quote(NOTEBOOK_01, "**smoke mode\n{} s, full mode", jupyterlab("smoke", "01_architecture"), 0),
+    Quote(NOTEBOOK_01, "s, full mode {} s** (full mode", jupyterlab("full", "01_architecture"), 0),
+    Quote(NOTEBOOK_02, "**smoke mode\n{} s, full mode", jupyterlab("smoke", "02_losses"), 0),
+    Quote(NOTEBOOK_02, "s, full mode {} s**.", jupyterlab("full", "02_losses"), 0),
+    Quote(NOTEBOOK_04, "small synthetic pictures | {} s |", jupyterlab("smoke", "04_results"), 0),
+    Quote(NOTEBOOK_03, "on tiny synthetic pictures | {} s |", jupyterlab("smoke", "03_training"), 0),
+    Quote(NOTEBOOK_03, "crops of 512 x 512) | {} min on a 2-core AMD EPYC", minutes(jupyterlab("full", "03_training")), 1),
+    Quote(NOTEBOOK_03, "epochs take about {} times as long (section 7)", ISA_RATIO, 1),
+    Quote(NOTEBOOK_03, "(40 epochs of 100 crops: {} minutes of epochs", epoch_minutes(IDLE_HISTORY), 0),
+    Quote(NOTEBOOK_03, "instructions, about {} times that without", ISA_RATIO, 1),
+    Quote(NOTEBOOK_03, "stored in its history is {}, after", result(IDLE_HISTORY, "val_dice", 0), 3),
+    Quote(NOTEBOOK_03, "after the second {}, and it", result(IDLE_HISTORY, "val_dice", 1), 2),
+    Quote(NOTEBOOK_03, "bfloat16 | {} min of epochs on the idle machine", epoch_minutes(IDLE_HISTORY), 1),
+    Quote(NOTEBOOK_03, "(the run stored here); {} min while other jobs", epoch_minutes(CPU_HISTORY), 0),
+    Quote(NOTEBOOK_03, "shared it; {} min on a 2-core Intel Xeon", epoch_minutes(RERUN_HISTORY), 0),
+    Quote(NOTEBOOK_03, "also shared | {} min in JupyterLab", minutes(jupyterlab("full", "03_training")), 1),
+    Quote(NOTEBOOK_03, "float32 | about {} min: the same", benchmark(ISA, "course_minutes_capped"), 0),
+    Quote(NOTEBOOK_03, "capped at AVX2 took {} s per epoch", ISA_CAPPED, 1),
+    Quote(NOTEBOOK_03, "s per epoch against {} s, ", ISA_NATIVE, 1),
+    Quote(NOTEBOOK_03, "s, {} times as long | not measured", ISA_RATIO, 1),
+    Quote(NOTEBOOK_04, "the analyses | {} s on a 2-core AMD EPYC", jupyterlab("full", "04_results"), 0),
     Quote(README, "Reproduce the CPU rows ({} min of epochs", epoch_minutes(CPU_HISTORY), 0),
     Quote(README, "the whole course-recipe command took {} s", COURSE_H200, 0),
     Quote(README, "plus validation) {} s", ORIGINAL_H200, 0),
@@ -604,7 +648,7 @@ def test_every_quoted_figure_matches_its_source() -> None:
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
     """A copy of the prose and the measured results that a test may change."""
-    for document in (README, RESULTS, NOTEBOOK_03, NOTEBOOK_04):
+    for document in (README, RESULTS, NOTEBOOK_01, NOTEBOOK_02, NOTEBOOK_03, NOTEBOOK_04):
         (tmp_path / document).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPOSITORY / document, tmp_path / document)
     shutil.copytree(REPOSITORY / "retina_lib" / "course_results", tmp_path / "retina_lib" / "course_results")
