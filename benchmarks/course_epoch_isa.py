@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))
+from retina_lib.system.files import write_atomically  # noqa: E402
+
 CAPPED_AT_AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
@@ -90,9 +93,7 @@ def main() -> None:
     print(f"median epoch: {native['median_epoch_seconds_after_first']} s as this CPU is, "
           f"{capped['median_epoch_seconds_after_first']} s capped at AVX2: {ratio:.2f}x")
     if arguments.json:
-        partial = arguments.json.with_name(arguments.json.name + ".partial")
-        partial.write_text(json.dumps(results, indent=2) + "\n")
-        partial.replace(arguments.json)
+        write_atomically(arguments.json, lambda temporary: temporary.write_text(json.dumps(results, indent=2) + "\n"))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import torch
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
+from retina_lib.system.files import write_atomically  # noqa: E402
 from retina_lib.system.hardware import cpu_supports_bf16  # noqa: E402
 
 SMOKE_LINE = "SMOKE = None"
@@ -196,10 +197,9 @@ def main() -> None:
         results.setdefault(arguments.mode, {})[notebook.stem] = timing
         print(f"{name} ({arguments.mode}): {timing['seconds']:.0f} s in JupyterLab, "
               f"load average {timing['load_average_before']} -> {timing['load_average_after']}", flush=True)
-        if arguments.json:
-            partial = arguments.json.with_name(arguments.json.name + ".partial")
-            partial.write_text(json.dumps(results, indent=2) + "\n")
-            partial.replace(arguments.json)
+        if arguments.json:  # after each notebook, so that an interrupted run keeps what it measured
+            write_atomically(arguments.json,
+                             lambda temporary: temporary.write_text(json.dumps(results, indent=2) + "\n"))
 
 
 if __name__ == "__main__":
