@@ -63,13 +63,13 @@ def test_the_best_preset_and_the_shipped_network_come_from_the_best_sweep() -> N
 
 
 def test_the_same_command_on_the_same_cpu_gave_the_same_history() -> None:
-    """results/README.md says the course run was repeated on the same kind of CPU (an idle one) and gave the
+    """results/README.md says the course run was repeated on the same kind of CPU (a quiet one) and gave the
     very same numbers; only the time per epoch differs. A rerun on another CPU (the Intel one) did not."""
-    first, idle = load_result("chase_db1/course_cpu_history"), load_result("chase_db1/course_cpu_idle_history")
-    assert first.keys() == idle.keys()
+    first, quiet = load_result("chase_db1/course_cpu_history"), load_result("chase_db1/course_cpu_quiet_history")
+    assert first.keys() == quiet.keys()
     assert {key: first[key] for key in first if key != "epoch_seconds"} == \
-        {key: idle[key] for key in idle if key != "epoch_seconds"}
-    assert sum(idle["epoch_seconds"]) < sum(first["epoch_seconds"])
+        {key: quiet[key] for key in quiet if key != "epoch_seconds"}
+    assert sum(quiet["epoch_seconds"]) < sum(first["epoch_seconds"])
     rerun = load_result("chase_db1/course_cpu_rerun_history")
     assert rerun["train_loss"] != first["train_loss"]
 
