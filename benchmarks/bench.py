@@ -71,6 +71,7 @@ from retina_lib.training.resident_batches import ResidentBatches  # noqa: E402
 from retina_lib.scoring.inference import predict  # noqa: E402
 from retina_lib.model import LinkNet, count_parameters  # noqa: E402
 from retina_lib.unet import UNet  # noqa: E402
+from retina_lib.system.files import write_atomically  # noqa: E402
 
 MODELS: dict[str, Callable[[], nn.Module]] = {"linknet": LinkNet, "unet": UNet}
 
@@ -774,7 +775,7 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"{report['machine']['load_average_end']}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        write_atomically(args.json, lambda path: path.write_text(json.dumps(report, indent=2)))
         print(f"wrote {args.json}")
     return 0
 

@@ -40,6 +40,7 @@ from retina_lib.system.hardware import pick_device, seed_everything  # noqa: E40
 from retina_lib.epoch_loop import Evaluate, Train
 from retina_lib.system.hardware import default_amp, default_channels_last  # noqa: E402
 from retina_lib.model import LinkNet  # noqa: E402
+from retina_lib.system.files import write_atomically  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -96,7 +97,7 @@ def plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     axes.set_title(title, fontsize=10)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=120, format="png"))
     plt.close(figure)
 
 
@@ -133,9 +134,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"wrote {args.png}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"device": str(device), "torch": torch.__version__, **vars(args),
-                                         "png": str(args.png), "json": str(args.json), "results": results},
-                                        indent=1, default=str))
+        text = json.dumps({"device": str(device), "torch": torch.__version__, **vars(args),
+                           "png": str(args.png), "json": str(args.json), "results": results}, indent=1, default=str)
+        write_atomically(args.json, lambda path: path.write_text(text))
     return 0
 
 

@@ -42,6 +42,8 @@ from typing import Any, Optional
 
 HERE = Path(__file__).resolve().parent
 REPOSITORY = HERE.parent
+sys.path.insert(0, str(REPOSITORY))
+from retina_lib.system.files import write_atomically  # noqa: E402
 
 #: Default time caps of the steps, seconds (the preset's test evaluation gets 60 s more).
 CAPS = {"original_recipe": 120, "throughput": 210, "preset": 140}
@@ -75,7 +77,8 @@ class Session:
 
     def save(self) -> None:
         self.report["elapsed_s"] = time.perf_counter() - self.started
-        self.json_path.write_text(json.dumps(self.report, indent=2))
+        text = json.dumps(self.report, indent=2)
+        write_atomically(self.json_path, lambda path: path.write_text(text))
 
     def run_step(self, name: str, command: list[str], cap_s: float,
                  json_path: Optional[Path] = None) -> dict[str, Any]:

@@ -45,6 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retina_lib.system.hardware import pick_device  # noqa: E402
+from retina_lib.system.files import write_atomically  # noqa: E402
 
 from bench import (TrainingStep, TrainPath, count_flops, free_memory, load_average, matmul_tflops,  # noqa: E402
                    out_of_memory, peak_memory_mb, reset_peak_memory, synchronize, take_turns)
@@ -97,7 +98,7 @@ class Session:
         self.report["elapsed_s"] = time.perf_counter() - self.started
         if self.json_path is not None:
             self.json_path.parent.mkdir(parents=True, exist_ok=True)
-            self.json_path.write_text(json.dumps(self.report, indent=2))
+            write_atomically(self.json_path, lambda path: path.write_text(json.dumps(self.report, indent=2)))
 
     def skip(self, what: str, why: str) -> None:
         print(f"  skipped {what}: {why}", flush=True)

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -35,6 +33,7 @@ from bench import PEER, TrainPath, compare_steps, load_average, peer_missing, Se
 from retina_lib.system.hardware import (  # noqa: E402
     cpu_supports_avx512, cpu_supports_bf16, default_amp, default_channels_last, onednn_isa_cap,
 )
+from retina_lib.system.files import write_atomically  # noqa: E402
 
 
 def contenders(with_peer: bool) -> list[tuple[str, TrainPath]]:
@@ -80,7 +79,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for key, value in ratios.items():
         print(f"  {key:50} {value:5.2f}", flush=True)
     if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2))
+        write_atomically(args.json, lambda path: path.write_text(json.dumps(report, indent=2)))
         print(f"wrote {args.json}")
     return 0
 

@@ -45,6 +45,7 @@ from retina_lib.system.hardware import default_amp, default_channels_last  # noq
 from retina_lib.model import LinkNet  # noqa: E402
 from retina_lib.recipes import recipe  # noqa: E402
 from retina_lib.training.trainer import fit, split_validation  # noqa: E402
+from retina_lib.system.files import write_atomically  # noqa: E402
 
 #: The original material's recipe (TrainConfig's defaults are the course's).
 ORIGINAL = recipe("original")
@@ -160,7 +161,7 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"{report['best_val_dice']:.4f} (epoch {report['best_epoch']})")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        write_atomically(args.json, lambda path: path.write_text(json.dumps(report, indent=2)))
         print(f"wrote {args.json}")
     return 0
 

@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retina_lib.system.hardware import seed_everything  # noqa: E402
 from retina_lib.epoch_loop import Train  # noqa: E402
 from retina_lib.model import LinkNet  # noqa: E402
+from retina_lib.system.files import write_atomically  # noqa: E402
 
 from bench import count_flops, matmul_tflops  # noqa: E402  (benchmarks/bench.py, next to this file)
 
@@ -266,7 +267,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"  blocks together {total:.0f} ms of the {step_ms:.0f} ms step")
     report["load_average_end"] = list(os.getloadavg())
     if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2))
+        write_atomically(args.json, lambda path: path.write_text(json.dumps(report, indent=2)))
         print(f"wrote {args.json}")
     return 0
 

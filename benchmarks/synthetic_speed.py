@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import load_average  # noqa: E402  (benchmarks/bench.py, next to this file)
 from retina_lib.data.synthetic import make_fundus  # noqa: E402
+from retina_lib.system.files import write_atomically  # noqa: E402
 
 SIZES = (256, 512)
 ROUNDS = 3
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"a 512 x 512 picture costs {figures['ratio_512_to_256']}x a 256 x 256 one (4x the pixels)")
     print(f"load average before/after: {figures['load_average_before']} / {figures['load_average_after']}")
     if arguments.json:
-        arguments.json.write_text(json.dumps(figures, indent=2) + "\n")
+        write_atomically(arguments.json, lambda path: path.write_text(json.dumps(figures, indent=2) + "\n"))
 
 
 if __name__ == "__main__":

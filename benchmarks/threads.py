@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retina_lib.epoch_loop import Train  # noqa: E402
 from retina_lib.model import LinkNet  # noqa: E402
 from retina_lib.system.hardware import default_amp, default_channels_last, seed_everything  # noqa: E402
+from retina_lib.system.files import write_atomically  # noqa: E402
 
 #: (picture side, batch size) of each workload.
 WORKLOADS = {"smoke": (64, 2), "full": (512, 4)}
@@ -140,7 +141,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         report[condition] = measure(args.rounds, thread_counts, busy)
     report["load_average_end"] = [round(value, 2) for value in os.getloadavg()]
     if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2))
+        write_atomically(args.json, lambda path: path.write_text(json.dumps(report, indent=2)))
         print(f"wrote {args.json}")
     return 0
 

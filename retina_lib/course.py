@@ -59,16 +59,18 @@ def course_threads(smoke: bool) -> int:
     Why: every PyTorch operation on the CPU is split over the threads, and
     each split ends at a barrier where the threads wait for each other. Smoke
     mode trains on 64 x 64 pictures in batches of 1 or 2, where one operation
-    takes microseconds: the waiting then costs more than the work, and far
-    more when another program (JupyterLab, a browser, a second notebook)
-    holds one of the cores, because the operation cannot finish until the
-    descheduled thread gets that core back. On 2 busy cores, notebook 03 in
-    smoke mode took 72 s with 2 threads against 38 s with 1, and one
-    smoke-sized training step (64 x 64, batch 2) 75 s against 1.8 s (one
-    round of ``benchmarks/threads.py``, load average 10). So smoke mode uses
-    one thread. Full mode keeps PyTorch's default (one per core): its
-    512 x 512 steps are large enough for the split to pay (the test
-    conftest's measurement; ``benchmarks/threads.py`` times both sizes).
+    takes microseconds, so the split saves little; and when another program
+    (JupyterLab, a browser, a second notebook) holds one of the cores, the
+    waiting costs more than the work, because the operation cannot finish
+    until the descheduled thread gets that core back. On 2 busy cores, notebook 03 in
+    smoke mode took 72 s with 2 threads against 38 s with 1 (issue 19).
+    ``benchmarks/threads.py`` measures the trainer's step both ways
+    (``benchmarks/threads_cpu.json``, table in ``benchmarks/README.md``):
+    with one core kept busy, the second thread made the step slower at both
+    sizes; on a quiet machine it made both faster. Smoke mode, where a step
+    takes milliseconds either way, uses one thread so that it never meets the
+    bad case. Full mode keeps PyTorch's default (one per core), which wins
+    the quiet case by far at 512 x 512.
 
     An explicit ``OMP_NUM_THREADS`` is the learner's choice and always wins.
     """

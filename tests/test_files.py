@@ -4,6 +4,7 @@ The numbers in the test names are the cases of issue 18 (see SECURITY.md).
 """
 from __future__ import annotations
 
+import ast
 import errno
 import os
 import stat
@@ -132,3 +133,82 @@ def test_a_lock_left_by_a_killed_holder_is_taken_over_and_deleted(tmp_path: Path
     assert not FileLock(tmp_path / "run.lock").acquire(wait=False), "held: a second taker is refused"
     lock.release()
     assert not (tmp_path / "run.lock").exists()
+
+
+# --- one rule for every writer in the project --------------------------------------------------
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+#: Where the project's own code writes files: the package, and the scripts that make what is committed.
+WRITING_CODE = ("retina_lib", "benchmarks", "results", "tools")
+#: Calls that write a file whole: ``path.write_text(...)``, ``figure.savefig(...)``, ``torch.save(...)``,
+#: ``nbformat.write(...)``, ``Image.fromarray(...).save(...)``.
+FILE_WRITERS = {"write_text", "write_bytes", "savefig"}
+ATOMIC_WRITERS = {"write_atomically", "write_files_atomically"}
+#: Writes that are not files of the project's making, each with its reason (file, exact source).
+NOT_A_FILE_OF_OURS = {
+    # the streaming half of a download: it writes the temporary file that download_file's
+    # write_atomically passes it, so it is guarded by its caller, not by a lambda
+    ("retina_lib/data/download.py", 'open(partial, "wb")'),
+    # the kernel's interface to reset a process's peak memory, not a file
+    ("benchmarks/bench.py", 'Path("/proc/self/clear_refs").write_text("5")'),
+    # the GPU session's append-only log, started empty in the session's own new folder
+    ("benchmarks/gpu_session.py", 'self.log_path.write_text("")'),
+    # serialises the shipped weights into memory; the bytes then go through write_atomically
+    ("results/ship_pretrained.py", "torch.save(half, buffer)"),
+}
+
+
+def writes_a_file(call: ast.Call) -> bool:
+    function = call.func
+    if isinstance(function, ast.Name):
+        return function.id == "open" and any(
+            isinstance(mode, ast.Constant) and isinstance(mode.value, str) and set(mode.value) & set("wax")
+            for mode in call.args[1:2] + [keyword.value for keyword in call.keywords if keyword.arg == "mode"])
+    if not isinstance(function, ast.Attribute):
+        return False
+    owner = function.value
+    return (function.attr in FILE_WRITERS
+            or (function.attr == "save" and (isinstance(owner, ast.Call)
+                                             or (isinstance(owner, ast.Name) and owner.id == "torch")))
+            or (function.attr == "write" and isinstance(owner, ast.Name) and owner.id == "nbformat"))
+
+
+def unguarded_writes(source: str) -> list[str]:
+    """The file-writing calls in ``source`` that are not inside a lambda handed to write_atomically."""
+    tree = ast.parse(source)
+    parent_of = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+
+    def guarded(node: ast.AST) -> bool:
+        in_lambda = False
+        while node in parent_of:
+            node = parent_of[node]
+            in_lambda = in_lambda or isinstance(node, ast.Lambda)
+            if in_lambda and isinstance(node, ast.Call):
+                name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                if name in ATOMIC_WRITERS:
+                    return True
+        return False
+
+    return [ast.get_source_segment(source, node) for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and writes_a_file(node) and not guarded(node)]
+
+
+def test_the_write_checker_tells_a_guarded_write_from_a_bare_one() -> None:
+    bare = "path.write_text(text)\ntorch.save(state, path)\nImage.fromarray(a).save(path)\nopen(path, 'w')\n"
+    guarded = ("write_atomically(path, lambda temporary: temporary.write_text(text))\n"
+               "write_files_atomically({path: lambda temporary: torch.save(state, temporary)})\n"
+               "open(path).read()\nrun.save(folder)\n")
+    assert len(unguarded_writes(bare)) == 4
+    assert unguarded_writes(guarded) == []
+
+
+def test_every_file_the_projects_code_writes_goes_through_write_atomically() -> None:
+    """The rule of retina_lib.system.files holds for the package and for the scripts that write what is
+    committed (benchmark JSON, model card, notebooks): an interrupted run never leaves half a file."""
+    found = set()
+    for folder in WRITING_CODE:
+        for path in sorted((REPOSITORY / folder).rglob("*.py")):
+            relative = path.relative_to(REPOSITORY).as_posix()
+            found |= {(relative, write) for write in unguarded_writes(path.read_text())}
+    assert found - NOT_A_FILE_OF_OURS == set(), "write these through retina_lib.system.files.write_atomically"
+    assert NOT_A_FILE_OF_OURS - found == set(), "exceptions that no longer exist: remove them from the list"

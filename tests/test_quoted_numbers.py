@@ -213,6 +213,41 @@ def peer_row(label: str, ours: Value, theirs: Value, ratio_value: Value, digits:
         "ours / smp": Measured(ratio_value, 2, ratio_template)})
 
 
+def memory_format_img_s(name: str, model: str, path: str) -> Value:
+    """Training images/s of ``model`` on ``path`` ("float32 contiguous", ...) in ``benchmarks/NAME.json``."""
+    return lambda sources: next(run["img_s"] for run in sources.benchmark(name)["train"]
+                                if (run["model"], run["path"]) == (model, path))
+
+
+def memory_format_rows(name: str, section: str, precisions: dict[str, str]) -> list[TableRow]:
+    """The table of one ``memory_format.py`` run: each network's images/s in both layouts, and the ratios.
+
+    ``precisions`` maps the JSON's path prefix ("float32", "bf16") to the words after the row label
+    ("" where the table holds one precision, ", float32" where it holds several).
+    """
+    rows = []
+    for precision, words in precisions.items():
+        for label, model in (("LinkNet (ours)", "linknet"), ("smp Linknet", "smp_linknet")):
+            rows.append(TableRow(BENCHMARKS, section, label + words, {
+                "contiguous": Measured(memory_format_img_s(name, model, f"{precision} contiguous"), 2),
+                "channels-last": Measured(memory_format_img_s(name, model, f"{precision} channels_last"), 2),
+                "channels-last / contiguous": Measured(
+                    benchmark(name, "ratios", f"{model} {precision} channels_last / contiguous"), 2)}))
+        rows.append(TableRow(BENCHMARKS, section, "ours / smp" + words, {
+            layout: Measured(benchmark(name, "ratios", f"ours / smp, {precision} {key}"), 2)
+            for layout, key in (("contiguous", "contiguous"), ("channels-last", "channels_last"))}))
+    return rows
+
+
+def threads_row(label: str, condition: str, workload: str) -> TableRow:
+    """A row of benchmarks/README's threads table: median step with 1 and 2 threads (ms), and their ratio."""
+    def milliseconds(threads: str) -> Value:
+        return scaled(benchmark("threads_cpu", condition, workload, "median_step_s", threads), 1000)
+    return TableRow(BENCHMARKS, THREADS, label, {
+        "1 thread": Measured(milliseconds("1"), 0, "{} ms"), "2 threads": Measured(milliseconds("2"), 0, "{} ms"),
+        "2 threads / 1 thread": Measured(benchmark("threads_cpu", condition, workload, "ratio_vs_1_thread", "2"), 2)})
+
+
 MAIN = "Results on real photographs (CHASE_DB1 test split)"
 COURSE_CHOICE = "How the course recipe was chosen (validation only)"
 TEST_SPLIT = "Test split: the original recipe against the course recipe"
@@ -223,6 +258,10 @@ BEST_HRF = "HRF, never seen in training"
 SPEED = "Performance"
 CPU_SPEED = "Results on the CPU (2 cores)"
 PEER_SECTION = "Against the peer: segmentation_models_pytorch's LinkNet (CPU)"
+MEMORY_512 = "512 x 512 on the quiet machine, as the CPU is"
+MEMORY_512_AVX2 = "512 x 512 on the quiet machine, capped at AVX2"
+MEMORY_128_AVX2 = "128 x 128, one thread, on a busy machine, capped at AVX2"
+THREADS = "Threads"
 
 BEST_MINUTES = Measured(minutes(result("chase_db1/best_sweep", "cldice_e40", "train_seconds")), 0,
                         "2-core AMD CPU, {} min")
@@ -378,12 +417,22 @@ TABLE_ROWS += [
     *[peer_row(f"inference, one image, {path}, ms", peer_ms("linknet", path), peer_ms("smp_linknet", path),
                benchmark(*PEER, "ratios", f"smp / ours, inference ms, {path}"), 1, "{}", "{}x faster")
       for path in ("plain", "fast")],
+    # benchmarks/README.md: memory format, one run of memory_format.py per table
+    *memory_format_rows("memory_format_cpu_512", MEMORY_512, {"float32": ", float32", "bf16": ", bfloat16"}),
+    *memory_format_rows("memory_format_cpu_avx2_512", MEMORY_512_AVX2, {"float32": ""}),
+    *memory_format_rows("memory_format_cpu_avx2_1thread_128", MEMORY_128_AVX2, {"float32": ""}),
+    # benchmarks/README.md: one thread or two
+    threads_row("smoke (64 x 64, batch 2), quiet", "quiet", "smoke"),
+    threads_row("smoke, one core busy", "one core busy", "smoke"),
+    threads_row("full (512 x 512, batch 4), quiet", "quiet", "full"),
+    threads_row("full, one core busy", "one core busy", "full"),
 ]
 
 #: The tables whose every number must be in TABLE_ROWS.
 CHECKED_TABLES = [(README, MAIN), (README, SPEED), (RESULTS, COURSE_CHOICE), (RESULTS, TEST_SPLIT),
                   (RESULTS, BEST_CHOICE), (RESULTS, BEST_TEST), (RESULTS, BEST_HRF), (BENCHMARKS, CPU_SPEED),
-                  (BENCHMARKS, PEER_SECTION)]
+                  (BENCHMARKS, PEER_SECTION), (BENCHMARKS, MEMORY_512), (BENCHMARKS, MEMORY_512_AVX2),
+                  (BENCHMARKS, MEMORY_128_AVX2), (BENCHMARKS, THREADS)]
 
 
 # ---- figures in sentences -------------------------------------------------------------------------------------
@@ -392,6 +441,7 @@ CPU_TEST, RERUN_TEST = "chase_db1/test_course_cpu", "chase_db1/test_course_cpu_r
 CPU_HISTORY, RERUN_HISTORY = "chase_db1/course_cpu_history", "chase_db1/course_cpu_rerun_history"
 QUIET_HISTORY = "chase_db1/course_cpu_quiet_history"
 ISA = "course_epoch_isa_cpu"
+MEMORY, MEMORY_AVX2 = "memory_format_cpu_512", "memory_format_cpu_avx2_512"
 ISA_RATIO = benchmark(ISA, "capped_over_native")
 ISA_NATIVE = benchmark(ISA, "native", "median_epoch_seconds_after_first")
 ISA_CAPPED = benchmark(ISA, "capped_at_avx2", "median_epoch_seconds_after_first")
@@ -499,6 +549,23 @@ QUOTES = [
     Quote(BENCHMARKS, "The fast path's {} images/s above",
           benchmark("results_cpu", "train_img_s", "linknet_fast"), 2),
     Quote(BENCHMARKS, "training images) at about {} minutes", original_cpu_minutes, 0),
+    Quote(README, "taking turns): **{}x** in", benchmark(MEMORY, "ratios", "ours / smp, bf16 channels_last"), 2),
+    Quote(README, "and **{}x** with the CPU capped at AVX2",
+          benchmark(MEMORY_AVX2, "ratios", "ours / smp, float32 contiguous"), 2),
+    Quote(BENCHMARKS, "the load average of {} at the start", benchmark(MEMORY, "load_average_start", 0), 1),
+    Quote(BENCHMARKS, "at the start and {} at the end is the", benchmark(MEMORY, "load_average_end", 0), 1),
+    Quote(BENCHMARKS, "channels-last) ours leads by {}x", benchmark(MEMORY, "ratios", "ours / smp, bf16 channels_last"), 2),
+    Quote(BENCHMARKS, "(load average {} at the start, ", benchmark(MEMORY_AVX2, "load_average_start", 0), 1),
+    Quote(BENCHMARKS, "at the start, {} at the end)", benchmark(MEMORY_AVX2, "load_average_end", 0), 1),
+    Quote(BENCHMARKS, "ours leads\nby {}x, above", benchmark(MEMORY_AVX2, "ratios", "ours / smp, float32 contiguous"), 2),
+    Quote(BENCHMARKS, "lead is {}x, below it",
+          benchmark(MEMORY_AVX2, "ratios", "ours / smp, float32 channels_last"), 2),
+    Quote(BENCHMARKS, "channels-last gained ours\n{}x, where",
+          benchmark(MEMORY_AVX2, "ratios", "linknet float32 channels_last / contiguous"), 2),
+    Quote(BENCHMARKS, "(load average {} at the start: the 2-thread",
+          benchmark("memory_format_cpu_avx2_1thread_128", "load_average_start", 0), 0),
+    Quote(BENCHMARKS, "and the lead was only\n{}x",
+          benchmark("memory_format_cpu_avx2_1thread_128", "ratios", "ours / smp, float32 contiguous"), 2),
     Quote(README, "trains at **{}x** the", benchmark(*PEER, "ratios", "ours / smp, training img/s, plain"), 2),
     Quote(README, "and **{}x** with bfloat16", benchmark(*PEER, "ratios", "ours / smp, training img/s, fast"), 2),
     Quote(README, "({} against", peer_img_s("linknet", "fast"), 2),

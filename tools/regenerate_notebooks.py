@@ -23,6 +23,9 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from retina_lib.system.files import write_atomically  # noqa: E402
+
 #: A code cell that only shows an explorer: one short line calling one of these.
 EXPLORER_CALLS = ("browse_predictions(", "_explorer(")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -52,7 +55,7 @@ def regenerate(path: Path) -> float:
         cell.outputs = [output for output in cell.outputs if WIDGET_VIEW not in output.get("data", {})]
         cell.metadata.pop("execution", None)  # per-cell timestamps: noise in every diff
     notebook.metadata.pop("widgets", None)
-    nbformat.write(notebook, path)
+    write_atomically(path, lambda temporary: nbformat.write(notebook, temporary))
     return seconds
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 
 from retina_lib.course import REPOSITORY
+from retina_lib.system.files import write_atomically
 
 #: The notebooks of this checkout: tools/ sits beside notebooks/.
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -45,7 +46,7 @@ def sync_notebook_links(notebook_dir: Path = NOTEBOOK_DIR, repository: str = REP
                 cell.source = source
                 edited = True
         if edited:
-            nbformat.write(notebook, path)
+            write_atomically(path, lambda temporary, notebook=notebook: nbformat.write(notebook, temporary))
             changed.append(path.name)
     return changed
 

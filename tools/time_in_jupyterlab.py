@@ -86,7 +86,7 @@ def prepare_copy(notebook: Path, folder: Path, smoke: bool) -> Path:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     copy = folder / notebook.name
-    nbformat.write(content, copy)
+    write_atomically(copy, lambda temporary: nbformat.write(content, temporary))
     return copy
 
 
