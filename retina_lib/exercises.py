@@ -175,7 +175,7 @@ def check_unet_width32_parameters(answer_millions: float) -> bool:
 
 
 def check_concatenated_decoder3(input_channels: int, extra_parameters: int) -> bool:
-    """Exercise 01.4: decoder3 fed ``decoder4``'s output *stacked* with ``encoder3``'s input.
+    """Exercise 01.4: decoder3 fed ``decoder4``'s output *stacked* with ``encoder4``'s input (``encoder3``'s output).
 
     The first 1x1 convolution keeps its output channels; each extra input
     channel adds one weight per output channel.
@@ -184,7 +184,7 @@ def check_concatenated_decoder3(input_channels: int, extra_parameters: int) -> b
     """
 
     reduce = on_meta(LinkNet).decoder3.reduce.conv
-    skip_channels = reduce.in_channels  # the encoder3 input has as many channels as decoder4's output
+    skip_channels = reduce.in_channels  # encoder4's input has as many channels as decoder4's output
     expected_channels = reduce.in_channels + skip_channels
     expected_extra = skip_channels * reduce.out_channels * reduce.kernel_size[0] * reduce.kernel_size[1]
     channels_right = check_number(input_channels, expected_channels, 0, "decoder3 input channels",
@@ -208,11 +208,20 @@ def _hard_dice_and_iou(prediction: np.ndarray, target: np.ndarray) -> tuple[floa
     return 2 * overlap / (size_p + size_t), overlap / (size_p + size_t - overlap)
 
 
-def check_pixel_change(new_prediction, prediction, target, dice: float, iou: float) -> bool:
-    """Exercise 02.1: one pixel of P changed; are the learner's hand-computed Dice and IoU right?
+#: What each part of exercise 02.1 asks the one changed pixel to do, given (Dice, IoU) before and after.
+PIXEL_CHANGE_GOALS = {
+    "Dice up": lambda before, after: after[0] > before[0],
+    "IoU down": lambda before, after: after[1] < before[1],
+}
 
-    Also says whether Dice went up and whether IoU went down, so the learner
-    can see whether the change did what the exercise asked.
+
+def check_pixel_change(new_prediction, prediction, target, dice: float, iou: float, *, goal: str) -> bool:
+    """Exercise 02.1: one pixel of P changed; did it do what ``goal`` asks, and are the hand-computed scores right?
+
+    ``goal`` is the part of the exercise being answered: "Dice up" or
+    "IoU down". A change that does not move the score the way its part asks
+    is refused even when its Dice and IoU are computed correctly, because
+    finding such a pixel is half of the exercise.
 
     Checks exercise 1 of notebook 02.
     """
@@ -224,13 +233,16 @@ def check_pixel_change(new_prediction, prediction, target, dice: float, iou: flo
     old = np.asarray(prediction, dtype=float)
     if new.shape != old.shape:
         return cannot_check("new_prediction", f"has shape {new.shape}, P has {old.shape}")
+    if goal not in PIXEL_CHANGE_GOALS:
+        return cannot_check("goal", f"{goal!r} is not one of {', '.join(map(repr, PIXEL_CHANGE_GOALS))}")
     changed = int((new != old).sum())
     if changed != 1:
-        return verdict(False, f"{changed} pixels differ from P", hint="change exactly one pixel")
+        return verdict(False, f"{goal}: {changed} pixels differ from P", hint="change exactly one pixel")
     old_dice, old_iou = _hard_dice_and_iou(old, target)
     new_dice, new_iou = _hard_dice_and_iou(new, target)
-    print(f"Dice {'went up' if new_dice > old_dice else 'did not go up'}, "
-          f"IoU {'went down' if new_iou < old_iou else 'did not go down'}.")
+    if not PIXEL_CHANGE_GOALS[goal]((old_dice, old_iou), (new_dice, new_iou)):
+        return verdict(False, f"this pixel does not make {goal.replace(' up', ' go up').replace(' down', ' go down')}",
+                       hint="which kind of pixel, a missed vessel or a background one, moves that score that way?")
     dice_right = check_number(dice, new_dice, 0.0005, "your Dice", hint="2 |P ∩ T| / (|P| + |T|)")
     iou_right = check_number(iou, new_iou, 0.0005, "your IoU", hint="|P ∩ T| / (|P| + |T| - |P ∩ T|)")
     return dice_right and iou_right
@@ -441,12 +453,18 @@ def check_epochs_lost(answer: int) -> bool:
 # Notebook 04
 # --------------------------------------------------------------------------
 
-def check_pooled_f1(answer: float, samples, probabilities, threshold: float) -> bool:
+def check_pooled_f1(answer: float, samples, probabilities, threshold: float, decimals: int = 4) -> bool:
     """F1 of ``probabilities`` cut at ``threshold``, pooled over the FOV pixels of ``samples``.
 
     ``samples`` come before their maps, as in :func:`retina_lib.widgets.browse_predictions`.
 
     Pass one map and one sample in lists to check the F1 of a single image.
+
+    ``decimals`` is how precisely the learner can read the answer: 4 where it
+    is computed and printed (the results table's precision), 3 where it is
+    read off a widget. The tolerance is one unit of that last decimal, so a
+    rounded right answer passes, while the F1 at another threshold (the
+    headline one, which the exercises invite copying) differs by more.
     """
 
     what = f"F1 at threshold {threshold:g}"
@@ -464,7 +482,7 @@ def check_pooled_f1(answer: float, samples, probabilities, threshold: float) -> 
         except (TypeError, ValueError) as error:  # a map of another shape, or not a map at all
             return cannot_check(what, f"the map for {sample.name} cannot be scored ({error})")
     expected = scores_from_counts(counts)["f1"]
-    return check_number(answer, expected, tolerance=0.001, what=what,
+    return check_number(answer, expected, tolerance=10.0 ** -decimals, what=what,
                         hint="binarise at the threshold, count inside the FOV, pool the counts, then F1.")
 
 

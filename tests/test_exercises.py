@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from retina_lib.data.sample import Sample
+from retina_lib.metrics import confusion_counts, scores_from_counts
 from retina_lib.exercises import (
     balance_point, balance_point_tolerance, check_balance_point, check_choice, check_concatenated_decoder3,
     check_course_steps, check_dice_against_fov, check_epochs_lost, check_gflops_at_paper_size,
@@ -66,11 +67,25 @@ PREDICTION = np.array([[0, 1, 0, 0], [0, 1, 1, 1], [0, 0, 1, 0], [0, 0, 0, 0]])
 def test_pixel_change_check_computes_the_new_scores():
     found = PREDICTION.copy()
     found[0, 2] = 1  # a missed vessel pixel found: overlap 5, |P| 6, |T| 7
-    assert check_pixel_change(found, PREDICTION, TARGET, dice=10 / 13, iou=5 / 8)
-    assert not check_pixel_change(found, PREDICTION, TARGET, dice=0.7, iou=5 / 8)
+    assert check_pixel_change(found, PREDICTION, TARGET, dice=10 / 13, iou=5 / 8, goal="Dice up")
+    assert not check_pixel_change(found, PREDICTION, TARGET, dice=0.7, iou=5 / 8, goal="Dice up")
     twice = found.copy()
     twice[3, 3] = 1
-    assert not check_pixel_change(twice, PREDICTION, TARGET, dice=0.8, iou=0.7)
+    assert not check_pixel_change(twice, PREDICTION, TARGET, dice=0.8, iou=0.7, goal="Dice up")
+
+
+def test_pixel_change_check_refuses_a_change_that_moves_the_score_the_wrong_way(capsys):
+    """Right arithmetic on the wrong pixel is not an answer: each part asks for a pixel that moves a score."""
+    lost = PREDICTION.copy()
+    lost[0, 1] = 0  # a found vessel pixel dropped: overlap 3, |P| 4, |T| 7 -> Dice 6/11 (down), IoU 3/8 (down)
+    assert not check_pixel_change(lost, PREDICTION, TARGET, dice=6 / 11, iou=3 / 8, goal="Dice up")
+    assert "does not make Dice go up" in capsys.readouterr().out
+    assert check_pixel_change(lost, PREDICTION, TARGET, dice=6 / 11, iou=3 / 8, goal="IoU down")
+    found = PREDICTION.copy()
+    found[0, 2] = 1  # Dice and IoU both go up
+    assert not check_pixel_change(found, PREDICTION, TARGET, dice=10 / 13, iou=5 / 8, goal="IoU down")
+    assert not check_pixel_change(found, PREDICTION, TARGET, dice=10 / 13, iou=5 / 8, goal="dice up")
+    assert "'dice up' is not one of 'Dice up', 'IoU down'" in capsys.readouterr().out
 
 
 def test_soft_below_hard_check():
@@ -198,6 +213,22 @@ def test_pooled_f1_pools_counts_over_images():
     assert not check_pooled_f1(0.4, [first], probabilities, threshold=0.5)  # a verdict, not an exception
 
 
+def test_pooled_f1_check_takes_the_precision_the_answer_is_read_to():
+    """Notebook 04, exercise 2: the F1 at 0.5 is computed and printed to 4 decimals, and the headline F1 at the
+    chosen threshold (the number the exercise tempts one to copy) lies a few 1e-4 away; exercise 3 reads the
+    F1 off a widget that shows 3 decimals. One unit of the last decimal separates the two cases."""
+    sample = small_sample()
+    rng = np.random.default_rng(0)
+    probability = np.clip(sample.label * 0.7 + rng.uniform(0, 0.6, sample.label.shape), 0, 1).astype(np.float32)
+    counts = confusion_counts(probability, sample.label, sample.fov, 0.5)
+    truth = scores_from_counts(counts)["f1"]
+    assert check_pooled_f1(round(truth, 4), [sample], [probability], threshold=0.5)
+    assert not check_pooled_f1(truth + 0.0003, [sample], [probability], threshold=0.5)
+    assert check_pooled_f1(round(truth, 3), [sample], [probability], threshold=0.5, decimals=3)
+    assert check_pooled_f1(truth + 0.0005, [sample], [probability], threshold=0.5, decimals=3)
+    assert not check_pooled_f1(truth + 0.013, [sample], [probability], threshold=0.5, decimals=3)
+
+
 def test_weakest_width_class_accepts_the_name_or_its_first_word():
     from retina_lib.error_analysis import WidthAnalysis
 
@@ -237,7 +268,8 @@ def one_vessel_label() -> np.ndarray:
     lambda: check_weakest_width_class("thin", analysis=None, method="net"),
     lambda: check_weakest_width_class("thin", width_analysis(), method="another net"),
     lambda: check_number(np.array([0.8, 0.8]), expected=0.8, tolerance=0.1, what="x"),
-    lambda: check_pixel_change(np.zeros((2, 2)), np.zeros((3, 3)), np.zeros((3, 3)), dice=0.5, iou=0.5),
+    lambda: check_pixel_change(np.zeros((2, 2)), np.zeros((3, 3)), np.zeros((3, 3)), dice=0.5, iou=0.5,
+                               goal="Dice up"),
     lambda: check_soft_below_hard(["a", "b"], np.zeros((1, 2)), np.ones((1, 2))),
     lambda: check_pooled_f1(0.5, [np.zeros((4, 4))], [small_sample()], threshold=0.5),
     lambda: check_pooled_f1(0.5, [np.zeros((8, 8))], [(1, 2, 3)], threshold=0.5),
@@ -335,7 +367,7 @@ def test_unet_width32_check_separates_the_nearest_wrong_answers(answer, right):
 def test_pixel_change_check_separates_the_nearest_wrong_answers(dice, iou, right):
     found = PREDICTION.copy()
     found[0, 2] = 1
-    assert check_pixel_change(found, PREDICTION, TARGET, dice=dice, iou=iou) is right
+    assert check_pixel_change(found, PREDICTION, TARGET, dice=dice, iou=iou, goal="Dice up") is right
 
 
 @pytest.mark.parametrize("answer, right", [

@@ -657,7 +657,7 @@ QUOTES = [
                                                               result("ablation", "original recipe (H200)", "auc_roc")), 2),
     Quote(NOTEBOOK_04, "H200 GPU in {} s", COURSE_H200, 0),
     Quote(NOTEBOOK_04, "2-core CPU in {} minutes", COURSE_CPU_MINUTES, 0),
-    Quote(NOTEBOOK_04, "scores F1 {} against this table's", result(RERUN_TEST, "f1"), 3),
+    Quote(NOTEBOOK_04, "scored F1 {} against this table's", result(RERUN_TEST, "f1"), 3),
     Quote(NOTEBOOK_04, "against this table's {}:", result(CPU_TEST, "f1"), 3),
     Quote(NOTEBOOK_04, "(F1 {} and AUC-ROC 0.952 on HRF", result(HRF, "f1"), 3),
     Quote(NOTEBOOK_04, "and AUC-ROC {} on HRF", result(HRF, "auc_roc"), 3),
