@@ -62,8 +62,9 @@ def course_threads(smoke: bool) -> int:
     takes microseconds, so the split saves little; and when another program
     (JupyterLab, a browser, a second notebook) holds one of the cores, the
     waiting costs more than the work, because the operation cannot finish
-    until the descheduled thread gets that core back. On 2 busy cores, notebook 03 in
-    smoke mode took 72 s with 2 threads against 38 s with 1 (issue 19).
+    until the descheduled thread gets that core back. On 2 busy cores,
+    notebook 03 in smoke mode took 72 s with 2 threads against 38 s with 1
+    (issue 19).
     ``benchmarks/threads.py`` measures the trainer's step both ways
     (``benchmarks/threads_cpu.json``, table in ``benchmarks/README.md``):
     with one core kept busy, the second thread made the step slower at both

@@ -208,10 +208,11 @@ def _hard_dice_and_iou(prediction: np.ndarray, target: np.ndarray) -> tuple[floa
     return 2 * overlap / (size_p + size_t), overlap / (size_p + size_t - overlap)
 
 
-#: What each part of exercise 02.1 asks the one changed pixel to do, given (Dice, IoU) before and after.
+#: Each part of exercise 02.1: what the one changed pixel must do, in words, and the test of it on
+#: (Dice, IoU) before and after the change.
 PIXEL_CHANGE_GOALS = {
-    "Dice up": lambda before, after: after[0] > before[0],
-    "IoU down": lambda before, after: after[1] < before[1],
+    "Dice up": ("make Dice go up", lambda before, after: after[0] > before[0]),
+    "IoU down": ("make IoU go down", lambda before, after: after[1] < before[1]),
 }
 
 
@@ -240,8 +241,9 @@ def check_pixel_change(new_prediction, prediction, target, dice: float, iou: flo
         return verdict(False, f"{goal}: {changed} pixels differ from P", hint="change exactly one pixel")
     old_dice, old_iou = _hard_dice_and_iou(old, target)
     new_dice, new_iou = _hard_dice_and_iou(new, target)
-    if not PIXEL_CHANGE_GOALS[goal]((old_dice, old_iou), (new_dice, new_iou)):
-        return verdict(False, f"this pixel does not make {goal.replace(' up', ' go up').replace(' down', ' go down')}",
+    wanted, achieved = PIXEL_CHANGE_GOALS[goal]
+    if not achieved((old_dice, old_iou), (new_dice, new_iou)):
+        return verdict(False, f"this pixel does not {wanted}",
                        hint="which kind of pixel, a missed vessel or a background one, moves that score that way?")
     dice_right = check_number(dice, new_dice, 0.0005, "your Dice", hint="2 |P ∩ T| / (|P| + |T|)")
     iou_right = check_number(iou, new_iou, 0.0005, "your IoU", hint="|P ∩ T| / (|P| + |T| - |P ∩ T|)")

@@ -86,9 +86,9 @@ def save_prediction(probability: np.ndarray, threshold: float, paths: tuple[Path
     mark.add_text(*PREDICTION_MARK)
     maps = {probability_path: np.round(probability * 255).astype(np.uint8),
             mask_path: (probability >= threshold).astype(np.uint8) * 255}
-    write_files_atomically({path: lambda target, array=array: Image.fromarray(array).save(target, format="PNG",
-                                                                                        pnginfo=mark)
-                            for path, array in maps.items()})
+    write_files_atomically({
+        path: lambda target, array=array: Image.fromarray(array).save(target, format="PNG", pnginfo=mark)
+        for path, array in maps.items()})
 
 
 def dataset_folder(dataset: str, data_dir: Optional[Path]) -> Optional[Path]:
